@@ -1,0 +1,190 @@
+"""Helpers shared by the test suite: free ports, real servers, child processes.
+
+Everything here cleans up what it starts. Timeouts are multiplied by
+`SMARTROUTING_TEST_TIMEOUT_SCALE` (default 1) so a slow CI machine can stretch
+them all at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT_SCALE = float(os.environ.get("SMARTROUTING_TEST_TIMEOUT_SCALE", "1"))
+
+
+def scaled(seconds: float) -> float:
+    """A timeout stretched by the environment's scale factor."""
+    return seconds * TIMEOUT_SCALE
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
+    """Poll `predicate` until it holds; fail with `what` after `timeout` (scaled) seconds.
+
+    For conditions in another process, where no event can be awaited.
+    """
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {scaled(timeout):.1f}s waiting for {what}")
+
+
+def wait_for_http(url: str, timeout: float = 30.0) -> None:
+    """Wait until GET `url` answers 200."""
+
+    def ok() -> bool:
+        try:
+            return httpx.get(url, timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ok, timeout, f"GET {url} to answer 200")
+
+
+@dataclass
+class ThreadedServer:
+    """A uvicorn server running an ASGI app in a background thread on an ephemeral port."""
+
+    app: Any
+    host: str = "127.0.0.1"
+    port: int = 0
+    _server: Any = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> ThreadedServer:
+        import uvicorn
+
+        config = uvicorn.Config(
+            self.app, host=self.host, port=0, log_level="warning", lifespan="on"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True, name="uvicorn-test")
+        self._thread.start()
+        wait_until(lambda: bool(self._server.started), timeout, "uvicorn to start")
+        sockets = self._server.servers[0].sockets
+        self.port = int(sockets[0].getsockname()[1])
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self._server is None or self._thread is None:
+            return
+        self._server.should_exit = True
+        self._thread.join(scaled(timeout))
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(scaled(timeout))
+
+
+@contextlib.contextmanager
+def run_server(app: Any) -> Iterator[ThreadedServer]:
+    """Run `app` under a real uvicorn on an ephemeral port for the `with` block."""
+    server = ThreadedServer(app).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class ChildProcess:
+    """A child process whose output goes to a log file, stopped with SIGTERM then SIGKILL."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            self.popen.send_signal(signum)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL; returns the exit code."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(scaled(timeout))
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(scaled(timeout))
+        return self.popen.returncode
+
+
+@dataclass
+class ProcessFactory:
+    """Starts Python modules as child processes; `close()` stops every one of them."""
+
+    log_dir: Path
+    children: list[ChildProcess] = field(default_factory=list)
+
+    def python_module(
+        self, name: str, module: str, *args: str, env: dict[str, str] | None = None
+    ) -> ChildProcess:
+        log_path = self.log_dir / f"{name}.log"
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        log_file = log_path.open("ab")
+        popen = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log_file.close()
+        child = ChildProcess(name, popen, log_path)
+        self.children.append(child)
+        return child
+
+    def close(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+            if child.alive():  # pragma: no cover - stop() kills
+                child.popen.kill()
+
+
+def run_async(coro: Any, timeout: float = 60.0) -> Any:
+    """Run a coroutine to completion from synchronous test code, with a scaled timeout."""
+    return asyncio.run(asyncio.wait_for(coro, scaled(timeout)))
