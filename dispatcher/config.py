@@ -1,0 +1,136 @@
+"""The dispatcher's one typed configuration object, built from flags or environment variables.
+
+Every flag of `python -m dispatcher` has an environment variable (docs/interfaces.md section 2);
+a flag given on the command line wins over the environment, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Literal, cast
+
+Policy = Literal["routed", "random"]
+POLICIES: tuple[Policy, ...] = ("routed", "random")
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one dispatcher; frozen, so an app never sees them change."""
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    policy: Policy = "routed"
+    uploader_url: str | None = None
+    #: Tasks waiting for a worker before /run-task answers 429.
+    max_queue: int = 10_000
+    #: Default deadline of a task; a request may pass a shorter or longer "timeout_s".
+    task_timeout_s: float = 300.0
+    #: Dispatches of one task (the first included) before it fails when workers keep leaving.
+    max_attempts: int = 3
+    log_level: LogLevel = "info"
+    #: How long results of finished tasks stay readable at /tasks/{id}.
+    result_ttl_s: float = 600.0
+    #: Largest accepted request body.
+    max_body_bytes: int = 4 * 1024 * 1024
+    #: Answer 503 at once when no worker is connected instead of queueing until the deadline.
+    reject_without_workers: bool = False
+    #: Websocket keepalive (uvicorn's ping/pong): a dead worker is noticed within about
+    #: interval + timeout seconds.
+    ws_ping_interval_s: float = 5.0
+    ws_ping_timeout_s: float = 10.0
+    #: How long a worker may take to say Hello after connecting.
+    hello_timeout_s: float = 10.0
+    #: Graceful shutdown: how long running tasks may take to finish before they are failed.
+    shutdown_timeout_s: float = 10.0
+    #: Seconds suggested to callers in Retry-After on 429/503.
+    retry_after_s: float = 1.0
+    #: Seed of the random policy's choices (None: not reproducible).
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, not {self.policy!r}")
+        if self.max_queue < 1:
+            raise ValueError("max_queue must be >= 1")
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if self.task_timeout_s <= 0:
+            raise ValueError("task_timeout_s must be > 0")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Settings from `DISPATCHER_*` variables (and `RANDOM_DISPATCH=true`)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"DISPATCHER_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f.name, raw)
+        if env.get("RANDOM_DISPATCH", "").strip().lower() in _TRUE:
+            values["policy"] = "random"
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _convert(name: str, raw: str) -> object:
+    # With postponed annotations, field types are the strings written above.
+    kind = {f.name: f.type for f in fields(Config)}[name]
+    if kind == "bool":
+        return raw.strip().lower() in _TRUE
+    if kind in ("int", "int | None"):
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    return raw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of `python -m dispatcher`; flags mirror the environment."""
+    p = argparse.ArgumentParser(
+        prog="python -m dispatcher",
+        description="Smart-routing dispatcher: HTTP API for callers, websocket for workers.",
+    )
+    p.add_argument("--host", help="bind address (DISPATCHER_HOST, default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="bind port (DISPATCHER_PORT, default 8080)")
+    p.add_argument(
+        "--policy",
+        choices=POLICIES,
+        help="routing policy (DISPATCHER_POLICY; RANDOM_DISPATCH=true means random)",
+    )
+    p.add_argument("--uploader-url", help="uploader base URL (DISPATCHER_UPLOADER_URL)")
+    p.add_argument("--max-queue", type=int, help="queued tasks before 429 (default 10000)")
+    p.add_argument("--task-timeout-s", type=float, help="default task deadline (default 300)")
+    p.add_argument("--max-attempts", type=int, help="dispatches per task (default 3)")
+    p.add_argument("--result-ttl-s", type=float, help="how long results stay at /tasks/{id}")
+    p.add_argument("--max-body-bytes", type=int, help="largest request body (default 4 MiB)")
+    p.add_argument(
+        "--reject-without-workers",
+        action="store_true",
+        default=None,
+        help="answer 503 at once when no worker is connected",
+    )
+    p.add_argument("--ws-ping-interval-s", type=float, help="websocket ping interval")
+    p.add_argument("--ws-ping-timeout-s", type=float, help="websocket ping timeout")
+    p.add_argument("--shutdown-timeout-s", type=float, help="graceful shutdown bound")
+    p.add_argument("--seed", type=int, help="seed of the random policy")
+    p.add_argument(
+        "--log-level", choices=("critical", "error", "warning", "info", "debug"), help="log level"
+    )
+    return p
+
+
+def config_from_args(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Environment first, then the flags given on the command line on top."""
+    args = build_parser().parse_args(argv)
+    base = Config.from_env(environ)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    if "policy" in overrides:
+        overrides["policy"] = cast(Policy, overrides["policy"])
+    return replace(base, **overrides)
