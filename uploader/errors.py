@@ -5,6 +5,7 @@ The service turns any `UploaderError` into `{"error": code, "detail": message}` 
 
     UploaderError (500, "upload_failed")
     ├── InvalidRequest (400, "invalid_request")          malformed JSON, wrong types
+    ├── BodyTooLarge (413, "body_too_large")
     ├── InvalidModelId (422, "invalid_model_id")         traversal, bad characters, too long
     ├── ModelNotFound (404, "model_not_found")           no local dir, alias, cache or hub entry
     ├── NotASentenceTransformer (422, "not_a_sentence_transformer")
@@ -40,6 +41,13 @@ class InvalidRequest(UploaderError):
 
     status_code = 400
     code = "invalid_request"
+
+
+class BodyTooLarge(UploaderError):
+    """The request body is larger than the service reads."""
+
+    status_code = 413
+    code = "body_too_large"
 
 
 class InvalidModelId(UploaderError):

@@ -1,0 +1,254 @@
+"""The Triton model repository: the files of one model entry, locking and atomic publish.
+
+Layout of `REPO/<model_name>/` (docs/interfaces.md section 1):
+
+    config.pbtxt  configs/python.pbtxt  configs/onnxruntime.pbtxt
+    1/model.onnx  1/model.py  tokenizer/  smartrouting.json
+
+An entry is built in a hidden staging directory inside REPO (same filesystem, and always
+writable where REPO is) and appears with one `os.rename`. Replacing an entry swaps old and
+new in one `renameat2(RENAME_EXCHANGE)` where Linux allows (else renames the old one
+aside, then the new one in) and then deletes the old one. A per-model `fcntl.flock` on
+`REPO/.locks/<model_name>.lock` keeps two uploads of one model, in one process or several,
+from interleaving. Names starting with '.' are the uploader's: Triton's explicit mode never
+loads them, but its repository index lists them, so readers (and `list_models`) skip them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from uploader.errors import ConversionError, ModelExists, UploadInProgress
+
+VERSION = "1"
+METADATA_FILE = "smartrouting.json"
+LOCK_DIR = ".locks"
+STAGING_PREFIX = ".staging-"
+RETIRED_PREFIX = ".retired-"
+#: onnxruntime threads per Python-backend instance unless the config says otherwise.
+DEFAULT_INTRA_OP_THREADS = 1
+
+INPUTS: tuple[dict[str, Any], ...] = (
+    {"name": "input_ids", "data_type": "TYPE_INT64", "dims": [-1]},
+    {"name": "attention_mask", "data_type": "TYPE_INT64", "dims": [-1]},
+)
+
+
+def outputs(dimension: int) -> tuple[dict[str, Any], ...]:
+    """The output tensors of a model of embedding size `dimension`."""
+    return (
+        {"name": "embedding", "data_type": "TYPE_FP32", "dims": [dimension]},
+        {"name": "pooled", "data_type": "TYPE_FP32", "dims": [dimension]},
+    )
+
+
+def _tensors(kind: str, tensors: tuple[dict[str, Any], ...]) -> str:
+    items = ",\n".join(
+        f'  {{ name: "{t["name"]}" data_type: {t["data_type"]} '
+        f"dims: [ {', '.join(str(d) for d in t['dims'])} ] }}"
+        for t in tensors
+    )
+    return f"{kind} [\n{items}\n]\n"
+
+
+def python_config(dimension: int, max_batch_size: int, intra_op_threads: int) -> str:
+    """config.pbtxt for the Python backend (CPU); complete for --disable-auto-complete-config."""
+    return (
+        "# Written by the smart-routing uploader. No `name`: Triton uses the directory name.\n"
+        'backend: "python"\n'
+        f"max_batch_size: {max_batch_size}\n"
+        + _tensors("input", INPUTS)
+        + _tensors("output", outputs(dimension))
+        + "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
+        + 'parameters: { key: "intra_op_num_threads" '
+        + f'value: {{ string_value: "{intra_op_threads}" }} }}\n'
+    )
+
+
+def onnxruntime_config(dimension: int, max_batch_size: int) -> str:
+    """configs/onnxruntime.pbtxt for the full Triton image's ONNX Runtime backend (GPU)."""
+    return (
+        "# Written by the smart-routing uploader. Select with --model-config-name=onnxruntime.\n"
+        'platform: "onnxruntime_onnx"\n'
+        'default_model_filename: "model.onnx"\n'
+        f"max_batch_size: {max_batch_size}\n"
+        + _tensors("input", INPUTS)
+        + _tensors("output", outputs(dimension))
+        + "instance_group [ { count: 1 kind: KIND_GPU } ]\n"
+    )
+
+
+def model_onnx_path(entry: Path) -> Path:
+    """Where the ONNX graph of an entry (published or staged) lives."""
+    return entry / VERSION / "model.onnx"
+
+
+def write_configs(
+    entry: Path,
+    dimension: int,
+    max_batch_size: int,
+    intra_op_threads: int = DEFAULT_INTRA_OP_THREADS,
+) -> None:
+    """Write config.pbtxt, configs/*.pbtxt and 1/model.py into `entry`."""
+    python = python_config(dimension, max_batch_size, intra_op_threads)
+    (entry / "configs").mkdir(parents=True, exist_ok=True)
+    (entry / VERSION).mkdir(parents=True, exist_ok=True)
+    (entry / "config.pbtxt").write_text(python)
+    (entry / "configs" / "python.pbtxt").write_text(python)
+    (entry / "configs" / "onnxruntime.pbtxt").write_text(
+        onnxruntime_config(dimension, max_batch_size)
+    )
+    template = resources.files("uploader").joinpath("templates", "model.py")
+    (entry / VERSION / "model.py").write_text(template.read_text(encoding="utf-8"))
+
+
+def write_metadata(entry: Path, metadata: dict[str, Any]) -> None:
+    """Write smartrouting.json into `entry`."""
+    (entry / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+
+
+def read_metadata(entry: Path) -> dict[str, Any] | None:
+    """The smartrouting.json of an entry, or None when it is missing or unreadable."""
+    try:
+        data = json.loads((entry / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def list_models(repository: Path) -> list[dict[str, Any]]:
+    """The published entries of `repository` (hidden directories skipped), sorted by name."""
+    if not repository.is_dir():
+        return []
+    found = []
+    for entry in sorted(repository.iterdir()):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        metadata = read_metadata(entry) or {}
+        found.append({**metadata, "model_name": entry.name})
+    return found
+
+
+@contextlib.contextmanager
+def model_lock(repository: Path, model_name: str) -> Iterator[None]:
+    """Hold the model's upload lock for the block; UploadInProgress if someone else has it."""
+    lock_dir = repository / LOCK_DIR
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{model_name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UploadInProgress(
+                f"another upload of {model_name} is in progress; try again when it finishes"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def ensure_absent(repository: Path, model_name: str) -> None:
+    """Raise ModelExists when `model_name` is already published."""
+    if (repository / model_name).exists():
+        raise ModelExists(f"model {model_name} already exists; send overwrite: true to replace it")
+
+
+def sweep_leftovers(repository: Path, model_name: str) -> list[str]:
+    """Delete staging and retired directories of `model_name` left by a killed upload.
+
+    Call with the model's lock held: no live upload of this model owns them then.
+    """
+    pattern = re.compile(
+        rf"({re.escape(STAGING_PREFIX)}|{re.escape(RETIRED_PREFIX)}){re.escape(model_name)}"
+        r"-[0-9a-f]{8}"
+    )
+    removed = []
+    for entry in repository.iterdir():
+        if pattern.fullmatch(entry.name) and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    return removed
+
+
+@contextlib.contextmanager
+def staging_dir(repository: Path, model_name: str) -> Iterator[Path]:
+    """A fresh hidden directory inside `repository`, removed at exit if still there."""
+    repository.mkdir(parents=True, exist_ok=True)
+    path = repository / f"{STAGING_PREFIX}{model_name}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def publish(staged: Path, repository: Path, model_name: str, overwrite: bool) -> bool:
+    """Move `staged` to `repository/model_name`; returns whether an old entry was replaced.
+
+    The caller holds `model_lock`. Without `overwrite`, an existing entry raises ModelExists
+    and is left untouched.
+    """
+    target = repository / model_name
+    if not target.exists():
+        _rename(staged, target)
+        return False
+    if not overwrite:
+        ensure_absent(repository, model_name)
+    if exchange(staged, target):  # one atomic step: readers never miss the entry
+        shutil.rmtree(staged, ignore_errors=True)
+        return True
+    retired = repository / f"{RETIRED_PREFIX}{model_name}-{uuid.uuid4().hex[:8]}"
+    _rename(target, retired)
+    try:
+        _rename(staged, target)
+    except ConversionError:
+        os.rename(retired, target)  # put the old entry back
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+    return True
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE).
+
+    Returns False where the platform or filesystem cannot, so the caller falls back to
+    two renames; raises ConversionError for any other failure.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    result = renameat2(
+        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
+    )
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise ConversionError(f"cannot swap {first.name} and {second}: {os.strerror(code)}")
+
+
+def _rename(source: Path, target: Path) -> None:
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        raise ConversionError(f"cannot move {source.name} to {target}: {exc}") from exc

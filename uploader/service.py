@@ -1,0 +1,197 @@
+"""The uploader's HTTP service (Starlette).
+
+- `POST /upload-model` `{"model_id", "max_batch_size"?: 1..1024 (32), "overwrite"?: false,
+  "model_name"?}` → 200 `{"status": "success", "model_name", "message", "dimension",
+  "max_abs_diff", "seconds", "onnx_bytes", ...}` once the model is published.
+- `GET /models` → `{"models": [<smartrouting.json of each entry>, ...]}`.
+- `GET /health` → `{"message": "OK"}`.
+
+Errors are `{"error": code, "detail": message}` with the status of the `UploaderError`
+class (400 bad body, 413 body too large, 404 unknown model, 409 exists or in progress,
+422 invalid id or not a SentenceTransformer). Conversions run in a worker thread,
+`max_concurrent` at a time (CPU-bound; one by default), so the event loop keeps answering.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from uploader.convert import Builder, PublishResult, check_batch_size, convert_model
+from uploader.errors import BodyTooLarge, InvalidRequest, UploaderError
+from uploader.names import validate_model_id, validate_model_name
+from uploader.repository import list_models
+
+logger = logging.getLogger(__name__)
+
+_FIELDS = {"model_id", "max_batch_size", "overwrite", "model_name"}
+#: Largest request body read.
+MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    """A checked `POST /upload-model` body."""
+
+    model_id: str
+    max_batch_size: int = 32
+    overwrite: bool = False
+    model_name: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> UploadRequest:
+        """Check field presence and types (400) and the id and name (422)."""
+        if not isinstance(data, dict):
+            raise InvalidRequest("the body must be a JSON object")
+        unknown = sorted(set(data) - _FIELDS)
+        if unknown:
+            raise InvalidRequest(f"unknown fields {unknown}; allowed: {sorted(_FIELDS)}")
+        if "model_id" not in data:
+            raise InvalidRequest("model_id is required")
+        if not isinstance(data["model_id"], str):
+            raise InvalidRequest("model_id must be a string")
+        overwrite = data.get("overwrite", False)
+        if not isinstance(overwrite, bool):
+            raise InvalidRequest("overwrite must be true or false")
+        model_name = data.get("model_name")
+        if model_name is not None and not isinstance(model_name, str):
+            raise InvalidRequest("model_name must be a string")
+        return cls(
+            model_id=validate_model_id(data["model_id"]),
+            max_batch_size=check_batch_size(data.get("max_batch_size", 32)),
+            overwrite=overwrite,
+            model_name=None if model_name is None else validate_model_name(model_name),
+        )
+
+
+@dataclass
+class UploaderService:
+    """State of the service: where models go, where they come from, how they are built."""
+
+    repository: Path
+    local_roots: Sequence[Path] = ()
+    builder: Builder | None = None
+    max_concurrent: int = 1
+    limiter: anyio.CapacityLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = anyio.CapacityLimiter(self.max_concurrent)
+
+    def convert(self, request: UploadRequest) -> PublishResult:
+        """Run one conversion (blocking; called in a worker thread)."""
+        return convert_model(
+            request.model_id,
+            self.repository,
+            model_name=request.model_name,
+            max_batch_size=request.max_batch_size,
+            overwrite=request.overwrite,
+            allow_local_paths=False,
+            local_roots=self.local_roots,
+            builder=self.builder,
+            progress=partial(_progress, request.model_id),
+        )
+
+
+def _progress(model_id: str, message: str) -> None:
+    logger.info("upload %s: %s", model_id, message)
+
+
+def _error(exc: UploaderError) -> JSONResponse:
+    return JSONResponse(exc.to_json(), status_code=exc.status_code)
+
+
+async def _read_json(request: Request) -> Any:
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"malformed JSON: {exc}") from exc
+
+
+async def upload_model(request: Request) -> JSONResponse:
+    """POST /upload-model: convert and publish, answering once the model is in place."""
+    service: UploaderService = request.app.state.service
+    try:
+        upload = UploadRequest.from_json(await _read_json(request))
+        logger.info("upload %s requested (overwrite=%s)", upload.model_id, upload.overwrite)
+        result = await anyio.to_thread.run_sync(service.convert, upload, limiter=service.limiter)
+    except UploaderError as exc:
+        logger.warning("upload failed: %s %s", exc.code, exc.message)
+        return _error(exc)
+    except Exception as exc:  # never an HTML 500: report what broke
+        logger.exception("upload crashed")
+        return JSONResponse(
+            {"error": "internal_error", "detail": f"{type(exc).__name__}: {exc}"},
+            status_code=500,
+        )
+    verb = "replaced" if result.replaced else "published"
+    return JSONResponse(
+        {
+            "status": "success",
+            "message": f"{result.model_id} {verb} as {result.model_name} "
+            f"(dimension {result.dimension}, max abs diff {result.max_abs_diff:.2g})",
+            **result.to_json(),
+        }
+    )
+
+
+async def models(request: Request) -> JSONResponse:
+    """GET /models: the published entries."""
+    service: UploaderService = request.app.state.service
+    found = await anyio.to_thread.run_sync(list_models, service.repository)
+    return JSONResponse({"models": found})
+
+
+async def health(request: Request) -> JSONResponse:
+    """GET /health."""
+    return JSONResponse({"message": "OK"})
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": code, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+def create_app(
+    repository: Path,
+    *,
+    local_roots: Sequence[Path] = (),
+    builder: Builder | None = None,
+    max_concurrent: int = 1,
+) -> Starlette:
+    """The uploader app publishing into `repository`.
+
+    `local_roots`: directories whose sub-directories are offered as model ids
+    (`<root>/<owner>/<name>`); arbitrary local paths are never accepted over HTTP.
+    `builder`: replaces the real torch conversion (tests of the HTTP layer).
+    """
+    app = Starlette(
+        routes=[
+            Route("/upload-model", upload_model, methods=["POST"]),
+            Route("/models", models, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.service = UploaderService(
+        Path(repository), tuple(Path(r) for r in local_roots), builder, max_concurrent
+    )
+    return app
