@@ -12,7 +12,7 @@ import shutil
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, cast
 
@@ -71,7 +71,6 @@ class Config:
     max_texts: int = 256
     max_text_chars: int = 20_000
     log_level: str = "info"
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
@@ -103,7 +102,18 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     def e(flag: str, *extra: str) -> str | None:
         return _env_default(env, f"WORKER_{flag.upper().replace('-', '_')}", *extra)
 
-    p = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m worker",
+        description="Smart-routing worker: runs tasks from the dispatcher on a local engine.",
+        epilog=(
+            "Environment variables mirror the flags: WORKER_DISPATCHER_URL, WORKER_ID, "
+            "WORKER_CAPACITY, WORKER_SLOTS, WORKER_ENGINE, MODEL_REPOSITORY, "
+            "WORKER_TRITONSERVER, WORKER_TRITON_MODEL_CONFIG, WORKER_DEVICE, WORKER_STATE_DIR, "
+            "WORKER_SIM_LOAD_MS, WORKER_SIM_LOAD_STDDEV_MS, WORKER_SIM_RUN_MS, "
+            "WORKER_SIM_RUN_STDDEV_MS, WORKER_TIME_SCALE, WORKER_SEED, "
+            "WORKER_SHUTDOWN_TIMEOUT_S, WORKER_PING_INTERVAL_S, WORKER_LOG_LEVEL."
+        ),
+    )
     p.add_argument(
         "--dispatcher-url",
         default=e("dispatcher-url") or "ws://127.0.0.1:8080/worker-listen",

@@ -1,5 +1,7 @@
 """Exceptions of the worker, each mapped to a protocol `ErrorCode`.
 
+Exception tree (each class's protocol `ErrorCode`)::
+
     WorkerError                      INTERNAL
     ├── TaskError
     │   ├── UnknownTaskTypeError     UNKNOWN_TASK_TYPE
@@ -11,6 +13,7 @@
     ├── InferenceError               INFERENCE_FAILED
     ├── EngineUnavailableError       ENGINE_UNAVAILABLE
     ├── IllegalTransitionError       INTERNAL (a bug in the cache bookkeeping)
+    ├── CacheFullError               INTERNAL (worker/cache.py; the runtime waits on it)
     └── ConfigError                  INTERNAL (bad command line or environment)
 """
 

@@ -12,6 +12,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 MODEL_PY = '''"""Triton Python backend: runs 1/model.onnx with onnxruntime."""
 
@@ -92,7 +93,8 @@ def convert_model(
     if target.exists() and not overwrite:
         return target
     st = SentenceTransformer(str(source), device="cpu")
-    transformer = st[0].auto_model.eval()
+    transformer: Any = st[0].auto_model  # type: ignore[union-attr]
+    transformer.eval()
     dim = int(st.get_sentence_embedding_dimension() or 384)
 
     class Wrapper(torch.nn.Module):
@@ -114,7 +116,9 @@ def convert_model(
     (tmp / "1").mkdir(parents=True)
     (tmp / "configs").mkdir()
     onnx_path = tmp / "1" / "model.onnx"
-    encoded = st.tokenizer(["hello world", "a longer sentence here"], padding=True, return_tensors="pt")
+    encoded = st.tokenizer(
+        ["hello world", "a longer sentence here"], padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         torch.onnx.export(
             Wrapper(),
@@ -157,7 +161,7 @@ def convert_model(
         "model_name": name,
         "dimension": dim,
         "max_batch_size": max_batch_size,
-        "max_seq_length": int(st.max_seq_length),
+        "max_seq_length": int(st.max_seq_length or 256),
         "inputs": ["input_ids", "attention_mask"],
         "outputs": ["embedding", "pooled"],
         "source": str(source),

@@ -1,0 +1,366 @@
+"""The worker process: engine + model manager + dispatcher connection + task execution.
+
+Shutdown (SIGTERM/SIGINT) is a fixed sequence with a deadline; the signal handler
+only sets an event:
+
+1. stop taking tasks (state DRAINING; a Task that still arrives is answered
+   WORKER_SHUTTING_DOWN);
+2. tasks received but not started are cancelled and handed back in `Goodbye`;
+3. running tasks finish (bounded by `shutdown_timeout_s`) and their results are sent;
+4. the outbox is flushed, the websocket closed with 1001;
+5. every label unloaded, the engine (tritonserver) stopped; exit code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from proto import smartrouting_pb2 as pb
+from proto.frames import PROTOCOL_VERSION, body_of
+from worker.cache import ModelState
+from worker.config import Config
+from worker.connection import DispatcherConnection
+from worker.engines.base import Engine
+from worker.errors import (
+    DeadlineExceededError,
+    EngineUnavailableError,
+    ShuttingDownError,
+    WorkerError,
+)
+from worker.models import LoadOutcome, ModelManager
+from worker.repository import ModelRepository
+from worker.tasks import Limits, execute, parse_task
+
+log = logging.getLogger(__name__)
+
+
+class WorkerState(enum.Enum):
+    """Lifecycle of the worker process."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+def build_engine(config: Config) -> Engine:
+    """The engine named by the configuration."""
+    if config.engine == "simulated":
+        from worker.engines.simulated import SimulatedEngine
+
+        return SimulatedEngine(
+            load_ms=config.sim_load_ms,
+            load_stddev_ms=config.sim_load_stddev_ms,
+            run_ms=config.sim_run_ms,
+            run_stddev_ms=config.sim_run_stddev_ms,
+            time_scale=config.time_scale,
+            seed=config.seed,
+        )
+    repository = ModelRepository(config.model_repository)
+    if config.engine == "onnxruntime":
+        from worker.engines.onnxruntime import OnnxRuntimeEngine
+
+        return OnnxRuntimeEngine(repository, device=config.device)
+    from worker.engines.triton import TritonEngine
+
+    state_dir = config.state_dir or Path("var") / "worker" / config.worker_id
+    return TritonEngine(
+        repository,
+        state_dir=state_dir,
+        binary=config.tritonserver,
+        model_config=config.triton_model_config,
+        device=config.device,
+    )
+
+
+@dataclass
+class _Pending:
+    task: pb.Task
+    received: float
+    job: asyncio.Task[None] | None = None
+    started: bool = False
+
+
+@dataclass
+class Worker:
+    """One worker: call `run()`; `request_stop()` (or SIGTERM) ends it cleanly."""
+
+    config: Config
+    engine: Engine | None = None
+    state: WorkerState = WorkerState.STARTING
+    _pending: dict[str, _Pending] = field(default_factory=dict)
+    _background: set[asyncio.Task[object]] = field(default_factory=set)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _link_drained: bool = False
+
+    def __post_init__(self) -> None:
+        self.engine = self.engine or build_engine(self.config)
+        self.models = ModelManager(self.engine, self.config.capacity, self._labels_changed)
+        self.limits = Limits(
+            max_texts=self.config.max_texts, max_text_chars=self.config.max_text_chars
+        )
+        self._slots = asyncio.Semaphore(self.config.slots)
+        self.connection = DispatcherConnection(
+            self.config.dispatcher_url,
+            self.config.worker_id,
+            hello=self.hello,
+            on_message=self._on_message,
+            ping_interval_s=self.config.ping_interval_s,
+            max_backoff_s=self.config.reconnect_max_backoff_s,
+        )
+
+    # -- messages out --------------------------------------------------------
+
+    def hello(self) -> pb.Hello:
+        """The Hello for a (re)connection: capacity, slots, engine, what is loaded, costs."""
+        assert self.engine is not None
+        costs = {
+            label: pb.LabelCost(load_ms=c.load_ms, run_ms=c.run_ms)
+            for label, c in self.models.cache.costs.items()
+        }
+        return pb.Hello(
+            protocol_version=PROTOCOL_VERSION,
+            worker_id=self.config.worker_id,
+            capacity=self.config.capacity,
+            slots=self.config.slots,
+            engine=self.engine.name,
+            labels_loaded=self.models.cache.ready,
+            device=self.engine.device,
+            label_costs=costs,
+            task_types=list(self.engine.task_types),
+        )
+
+    def _labels_changed(self, reason: str) -> None:
+        cache = self.models.cache
+        self.connection.send(
+            pb.WorkerMessage(
+                labels_changed=pb.LabelsChanged(
+                    labels_loaded=cache.ready,
+                    labels_loading=cache.labels(ModelState.LOADING),
+                    labels_unloading=cache.labels(ModelState.UNLOADING),
+                    reason=reason,
+                )
+            )
+        )
+
+    # -- messages in ---------------------------------------------------------
+
+    def _spawn(self, coro: object, name: str) -> asyncio.Task[object]:
+        job: asyncio.Task[object] = asyncio.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._background.add(job)  # hard reference until it is done
+        job.add_done_callback(self._background.discard)
+        return job
+
+    def _on_message(self, message: pb.DispatcherMessage) -> None:
+        kind = message.WhichOneof("body")
+        body = body_of(message)
+        if kind == "task":
+            assert isinstance(body, pb.Task)
+            self._accept(body)
+        elif kind == "preload":
+            assert isinstance(body, pb.Preload)
+            self._spawn(self._preload(body), f"preload-{body.label}")
+        elif kind == "unload":
+            assert isinstance(body, pb.Unload)
+            self._spawn(self.models.unload(body.label), f"unload-{body.label}")
+        elif kind == "drain":
+            # Drain is about this connection (the dispatcher is going away or done with
+            # us): take no new task until the next Welcome; running ones finish and their
+            # results are sent. Only SIGTERM/SIGINT stops the worker process.
+            log.info("dispatcher asked to drain: %s", message.drain.reason)
+            self._link_drained = True
+        elif kind == "cancel":
+            assert isinstance(body, pb.Cancel)
+            self._cancel(body)
+        elif kind == "welcome":
+            self._link_drained = False
+            welcome = message.welcome
+            log.info("welcomed by dispatcher %s (%s)", welcome.dispatcher_id, welcome.policy)
+
+    async def _preload(self, preload: pb.Preload) -> None:
+        try:
+            await self.models.preload(preload.label, list(preload.evict_hint))
+        except WorkerError as exc:
+            log.warning("preload of %r failed: %s", preload.label, exc)
+            self._labels_changed(f"preload of {preload.label} failed: {exc}")
+
+    def _cancel(self, cancel: pb.Cancel) -> None:
+        pending = self._pending.get(cancel.task_id)
+        if pending is None or pending.started or pending.job is None:
+            return
+        pending.job.cancel()
+        self._pending.pop(cancel.task_id, None)
+        result = self._error_result(
+            pending.task, DeadlineExceededError(f"cancelled by the dispatcher: {cancel.reason}")
+        )
+        self.connection.send_result(result)
+
+    def _accept(self, task: pb.Task) -> None:
+        if self.state is not WorkerState.RUNNING or self._link_drained:
+            self.connection.send_result(
+                self._error_result(task, ShuttingDownError("worker is shutting down"))
+            )
+            return
+        if task.task_id in self._pending:
+            log.warning("duplicate task %s ignored (already running here)", task.task_id)
+            return
+        pending = _Pending(task, time.perf_counter())
+        self._pending[task.task_id] = pending
+        pending.job = asyncio.create_task(self._run_task(pending), name=f"task-{task.task_id}")
+
+    # -- tasks ---------------------------------------------------------------
+
+    def _error_result(self, task: pb.Task, exc: WorkerError) -> pb.TaskResult:
+        return pb.TaskResult(
+            task_id=task.task_id,
+            ok=False,
+            error_code=exc.code,  # type: ignore[arg-type]
+            error_message=str(exc),
+            label=task.label,
+            labels_loaded=self.models.cache.ready,
+            attempt=task.attempt,
+        )
+
+    async def _run_task(self, pending: _Pending) -> None:
+        task = pending.task
+        try:
+            async with self._slots:
+                pending.started = True
+                queue_ms = (time.perf_counter() - pending.received) * 1000.0
+                result = await self._execute(task)
+                result.queue_ms = queue_ms
+        except asyncio.CancelledError:
+            if self.state is WorkerState.DRAINING:
+                if pending.started:
+                    log.error("task %s cut off by the shutdown deadline", task.task_id)
+                return  # not started: handed back in Goodbye
+            raise
+        finally:
+            self._pending.pop(task.task_id, None)
+        self.connection.send_result(result)
+
+    async def _execute(self, task: pb.Task) -> pb.TaskResult:
+        assert self.engine is not None
+        try:
+            params = parse_task(task.task_type, task.parameters_json, self.limits)
+            self._check_deadline(task)
+            try:
+                return await self._attempt(task, params)
+            except EngineUnavailableError:
+                # The engine restarted under the task: wait for it once and retry.
+                log.warning("engine unavailable during task %s; retrying once", task.task_id)
+                return await self._attempt(task, params)
+        except WorkerError as exc:
+            return self._error_result(task, exc)
+        except Exception as exc:  # a bug: report it, keep serving
+            log.exception("task %s failed unexpectedly", task.task_id)
+            wrapped = WorkerError(f"{type(exc).__name__}: {exc}")
+            return self._error_result(task, wrapped)
+
+    def _check_deadline(self, task: pb.Task) -> None:
+        if task.deadline_unix_ms and time.time() * 1000.0 > task.deadline_unix_ms:
+            raise DeadlineExceededError(f"deadline passed before task {task.task_id} ran")
+
+    async def _attempt(self, task: pb.Task, params: object) -> pb.TaskResult:
+        assert self.engine is not None
+        outcome: LoadOutcome
+        async with self.models.use(task.label, list(task.evict_hint)) as outcome:
+            self._check_deadline(task)
+            started = time.perf_counter()
+            value = await execute(self.engine, task.label, params)  # type: ignore[arg-type]
+            run_ms = (time.perf_counter() - started) * 1000.0
+        self.models.cache.record_run(task.label, run_ms)
+        return pb.TaskResult(
+            task_id=task.task_id,
+            ok=True,
+            result_json=json.dumps(value),
+            label=task.label,
+            label_miss=outcome.miss,
+            load_ms=outcome.load_ms,
+            run_ms=run_ms,
+            labels_loaded=self.models.cache.ready,
+            labels_evicted=outcome.evicted,
+            attempt=task.attempt,
+        )
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (safe from a signal handler on the loop)."""
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+
+    async def run(self) -> int:
+        """Start the engine, serve until asked to stop, shut down; the exit code."""
+        assert self.engine is not None
+        await self.engine.start()
+        self.state = WorkerState.RUNNING
+        link = asyncio.create_task(self.connection.run(), name="dispatcher-connection")
+        stop = asyncio.create_task(self._stop.wait(), name="stop-wait")
+        done, _ = await asyncio.wait({link, stop}, return_when=asyncio.FIRST_COMPLETED)
+        failed = link in done and link.exception() is not None
+        if failed:
+            log.error("dispatcher connection failed: %s", link.exception())
+        await self.shutdown(link)
+        stop.cancel()
+        return 1 if failed else 0
+
+    async def shutdown(self, link: asyncio.Task[None]) -> None:
+        """The fixed shutdown sequence of the module docstring."""
+        assert self.engine is not None
+        deadline = time.monotonic() + self.config.shutdown_timeout_s
+        self.state = WorkerState.DRAINING
+        returned = [tid for tid, p in self._pending.items() if not p.started]
+        for tid in returned:
+            job = self._pending.pop(tid).job
+            if job is not None:
+                job.cancel()
+        self.connection.send(
+            pb.WorkerMessage(
+                goodbye=pb.Goodbye(reason="worker shutting down", returned_task_ids=returned)
+            )
+        )
+        running = [p.job for p in self._pending.values() if p.job is not None]
+        if running:
+            log.info("waiting for %d running task(s)", len(running))
+            _, late = await asyncio.wait(running, timeout=max(0.1, deadline - time.monotonic()))
+            for job in late:
+                job.cancel()
+        if self.connection.opened.is_set():
+            flushed = await self.connection.flush(max(0.1, min(5.0, deadline - time.monotonic())))
+            if not flushed:
+                log.error("%d message(s) could not be sent before exit", self.connection.pending)
+        elif self.connection.pending:
+            log.error("dispatcher unreachable: %d message(s) not sent", self.connection.pending)
+        await self.connection.close(1001, "worker shutting down")
+        link.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await link
+        for background in list(self._background):
+            background.cancel()
+        try:
+            await asyncio.wait_for(self.models.unload_all(), max(0.1, deadline - time.monotonic()))
+        except (TimeoutError, WorkerError) as exc:
+            log.warning("unloading at shutdown failed: %s", exc)
+        await self.engine.stop()
+        self.state = WorkerState.STOPPED
+        log.info("worker %s stopped", self.config.worker_id)
+
+
+async def serve(config: Config) -> int:
+    """Run a worker with signal handlers installed (the CLI's entry point)."""
+    worker = Worker(config)
+    worker.install_signal_handlers()
+    return await worker.run()

@@ -1,0 +1,113 @@
+"""Task types the worker runs: parameter validation and execution on an engine.
+
+`embed_texts`: `{"texts": ["...", ...], "normalize": true}` →
+`{"embeddings": [[float, ...], ...], "dimension": D, "model": "<label>"}`.
+`sample_task`: `{}` or `{"run_ms": 5}` → `{"label", "simulated": true, "run_ms"}`.
+(docs/interfaces.md section 4). Validation happens before any model is loaded, so a
+bad task costs no load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from worker.engines.base import Engine
+from worker.errors import InvalidParametersError, UnknownTaskTypeError
+
+TASK_TYPES = ("embed_texts", "sample_task")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on task parameters."""
+
+    max_texts: int = 256
+    max_text_chars: int = 20_000
+    max_run_ms: float = 600_000.0
+
+
+@dataclass(frozen=True)
+class EmbedTexts:
+    """Validated parameters of `embed_texts`."""
+
+    texts: list[str]
+    normalize: bool = True
+
+
+@dataclass(frozen=True)
+class SampleTask:
+    """Validated parameters of `sample_task`; `run_ms` None draws from the engine."""
+
+    run_ms: float | None = None
+
+
+TaskParams = EmbedTexts | SampleTask
+
+
+def _load_object(parameters_json: str) -> dict[str, Any]:
+    if not parameters_json.strip():
+        return {}
+    try:
+        value = json.loads(parameters_json)
+    except ValueError as exc:
+        raise InvalidParametersError(f"parameters_json is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidParametersError("parameters_json must be a JSON object")
+    return value
+
+
+def parse_task(task_type: str, parameters_json: str, limits: Limits = Limits()) -> TaskParams:
+    """Validate a task's type and parameters; raises a TaskError subclass."""
+    if task_type not in TASK_TYPES:
+        raise UnknownTaskTypeError(f"unknown task type {task_type!r}; known: {list(TASK_TYPES)}")
+    params = _load_object(parameters_json)
+    if task_type == "embed_texts":
+        return _parse_embed(params, limits)
+    return _parse_sample(params, limits)
+
+
+def _parse_embed(params: dict[str, Any], limits: Limits) -> EmbedTexts:
+    unknown = set(params) - {"texts", "normalize"}
+    if unknown:
+        raise InvalidParametersError(f"unknown parameter(s): {sorted(unknown)}")
+    texts = params.get("texts")
+    if not isinstance(texts, list) or not texts:
+        raise InvalidParametersError("'texts' must be a non-empty list of strings")
+    if len(texts) > limits.max_texts:
+        raise InvalidParametersError(f"'texts' has {len(texts)} items; at most {limits.max_texts}")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidParametersError(f"'texts[{i}]' is {type(text).__name__}, not a string")
+        if len(text) > limits.max_text_chars:
+            raise InvalidParametersError(
+                f"'texts[{i}]' has {len(text)} characters; at most {limits.max_text_chars}"
+            )
+    normalize = params.get("normalize", True)
+    if not isinstance(normalize, bool):
+        raise InvalidParametersError("'normalize' must be true or false")
+    return EmbedTexts(list(texts), normalize)
+
+
+def _parse_sample(params: dict[str, Any], limits: Limits) -> SampleTask:
+    unknown = set(params) - {"run_ms"}
+    if unknown:
+        raise InvalidParametersError(f"unknown parameter(s): {sorted(unknown)}")
+    run_ms = params.get("run_ms")
+    if run_ms is None:
+        return SampleTask()
+    if isinstance(run_ms, bool) or not isinstance(run_ms, int | float):
+        raise InvalidParametersError("'run_ms' must be a number")
+    if not math.isfinite(run_ms) or not 0 <= run_ms <= limits.max_run_ms:
+        raise InvalidParametersError(f"'run_ms' must be within [0, {limits.max_run_ms}]")
+    return SampleTask(float(run_ms))
+
+
+async def execute(engine: Engine, label: str, params: TaskParams) -> dict[str, Any]:
+    """Run validated parameters on a loaded label; the result JSON object."""
+    if isinstance(params, EmbedTexts):
+        embeddings, dim = await engine.embed(label, params.texts, params.normalize)
+        return {"embeddings": embeddings, "dimension": dim, "model": label}
+    return await engine.sample(label, params.run_ms)
