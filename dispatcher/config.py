@@ -48,8 +48,14 @@ class Config:
     hello_timeout_s: float = 10.0
     #: Graceful shutdown: how long running tasks may take to finish before they are failed.
     shutdown_timeout_s: float = 10.0
+    #: After a running task's deadline the worker is sent Cancel; if it has not answered
+    #: within this grace its slot is freed anyway (a worker that never answers cannot leak it).
+    cancel_grace_s: float = 10.0
     #: Seconds suggested to callers in Retry-After on 429/503.
     retry_after_s: float = 1.0
+    #: Routed policy: a queued task is served by any idle worker once it has waited this many
+    #: times its label's learned load time (starvation guard).
+    starvation_factor: float = 2.0
     #: Seed of the random policy's choices (None: not reproducible).
     seed: int | None = None
 
@@ -117,7 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ws-ping-interval-s", type=float, help="websocket ping interval")
     p.add_argument("--ws-ping-timeout-s", type=float, help="websocket ping timeout")
     p.add_argument("--shutdown-timeout-s", type=float, help="graceful shutdown bound")
+    p.add_argument("--hello-timeout-s", type=float, help="time a worker has to say Hello")
+    p.add_argument("--cancel-grace-s", type=float, help="free a cancelled task's slot after")
+    p.add_argument("--retry-after-s", type=float, help="Retry-After on 429/503")
     p.add_argument("--seed", type=int, help="seed of the random policy")
+    p.add_argument(
+        "--starvation-factor", type=float, help="serve a task anyway after this many load times"
+    )
     p.add_argument(
         "--log-level", choices=("critical", "error", "warning", "info", "debug"), help="log level"
     )

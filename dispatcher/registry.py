@@ -1,0 +1,308 @@
+"""What the dispatcher knows about its workers, indexed so routing never scans them all.
+
+Plain data, no I/O: the websocket layer feeds it (Hello, TaskResult, LabelsChanged,
+disconnects) and the routing policy reads it. Indexes kept up to date on every change:
+
+- `holders(label)`: ready workers holding `label` (loaded, or loading for a task sent there);
+- `idle_holders(label)`: those of them with a free task slot;
+- `idle`: ready workers with a free task slot;
+- `idle_with_room`: idle workers that can load one more label without evicting.
+
+Every update touches one worker and costs O(its capacity); every lookup is O(1).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+
+class RegistryError(Exception):
+    """An impossible registry operation (unknown worker, illegal state change)."""
+
+
+class WorkerState(enum.Enum):
+    """Lifecycle of a connected worker."""
+
+    READY = "ready"  # said Hello, takes tasks
+    DRAINING = "draining"  # said Goodbye or was sent Drain: no new tasks
+    GONE = "gone"  # disconnected; kept by nobody
+
+    def can_become(self, new: WorkerState) -> bool:
+        return new in _TRANSITIONS[self]
+
+
+_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
+    WorkerState.READY: frozenset({WorkerState.DRAINING, WorkerState.GONE}),
+    WorkerState.DRAINING: frozenset({WorkerState.GONE}),
+    WorkerState.GONE: frozenset(),
+}
+
+
+class IndexedSet:
+    """A set of strings with O(1) add, discard, membership and uniform random choice."""
+
+    __slots__ = ("_items", "_pos")
+
+    def __init__(self, items: Iterable[str] = ()) -> None:
+        self._items: list[str] = []
+        self._pos: dict[str, int] = {}
+        for item in items:
+            self.add(item)
+
+    def add(self, item: str) -> None:
+        if item not in self._pos:
+            self._pos[item] = len(self._items)
+            self._items.append(item)
+
+    def discard(self, item: str) -> None:
+        pos = self._pos.pop(item, None)
+        if pos is None:
+            return
+        last = self._items.pop()
+        if pos < len(self._items):
+            self._items[pos] = last
+            self._pos[last] = pos
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._pos
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._items))
+
+    def first(self) -> str | None:
+        """Some member (the same one until the set changes), or None."""
+        return self._items[0] if self._items else None
+
+    def choice(self, rng: random.Random) -> str | None:
+        """A uniformly random member, or None."""
+        return self._items[rng.randrange(len(self._items))] if self._items else None
+
+    def head(self, n: int) -> list[str]:
+        """Up to `n` members, without scanning the rest."""
+        return self._items[:n]
+
+
+@dataclass
+class WorkerRecord:
+    """One connected worker: its limits, labels, running tasks and counters."""
+
+    worker_id: str
+    capacity: int = 1
+    slots: int = 1
+    engine: str = ""
+    device: str = ""
+    task_types: tuple[str, ...] = ()
+    state: WorkerState = WorkerState.READY
+    #: Labels held (loaded or loading) -> last time a task used them (monotonic seconds).
+    labels: dict[str, float] = field(default_factory=dict)
+    #: Labels the worker is loading (a subset of `labels`).
+    loading: set[str] = field(default_factory=set)
+    #: Running tasks: task id -> label.
+    in_flight: dict[str, str] = field(default_factory=dict)
+    completed: int = 0
+    misses: int = 0
+    connected_at: float = 0.0
+
+    @property
+    def free_slots(self) -> int:
+        return max(0, self.slots - len(self.in_flight))
+
+    @property
+    def is_idle(self) -> bool:
+        """Ready and with a free task slot."""
+        return self.state is WorkerState.READY and self.free_slots > 0
+
+    @property
+    def has_room(self) -> bool:
+        """Can load one more label without evicting."""
+        return len(self.labels) < self.capacity
+
+
+class Registry:
+    """Workers by id plus the indexes routing decisions read."""
+
+    def __init__(self) -> None:
+        self.workers: dict[str, WorkerRecord] = {}
+        self._holders: dict[str, set[str]] = {}
+        self._idle_holders: dict[str, IndexedSet] = {}
+        self.idle = IndexedSet()
+        self.idle_with_room = IndexedSet()
+
+    # ---- lookups ------------------------------------------------------------------------
+
+    def get(self, worker_id: str) -> WorkerRecord:
+        try:
+            return self.workers[worker_id]
+        except KeyError:
+            raise RegistryError(f"unknown worker {worker_id!r}") from None
+
+    def __contains__(self, worker_id: object) -> bool:
+        return worker_id in self.workers
+
+    def __len__(self) -> int:
+        return len(self.workers)
+
+    def holders(self, label: str) -> set[str]:
+        """Workers holding `label` (do not mutate)."""
+        return self._holders.get(label, _EMPTY)
+
+    def idle_holders(self, label: str) -> IndexedSet:
+        """Workers holding `label` with a free slot (do not mutate)."""
+        return self._idle_holders.get(label, _EMPTY_INDEXED)
+
+    def labels(self) -> dict[str, list[str]]:
+        """Label -> sorted worker ids holding it (the /labels answer)."""
+        return {label: sorted(ids) for label, ids in sorted(self._holders.items()) if ids}
+
+    # ---- changes ------------------------------------------------------------------------
+
+    def add(self, record: WorkerRecord, labels: Iterable[str] = (), now: float = 0.0) -> None:
+        """Register a worker that said Hello, with the labels it already holds."""
+        if record.worker_id in self.workers:
+            raise RegistryError(f"worker {record.worker_id!r} is already registered")
+        record.capacity = max(1, record.capacity)
+        record.slots = max(1, record.slots)
+        self.workers[record.worker_id] = record
+        for label in labels:
+            self._add_label(record, label, now)
+        self._reindex(record)
+
+    def remove(self, worker_id: str) -> WorkerRecord:
+        """Forget a worker; its labels leave the indexes. Returns the record (in-flight kept)."""
+        record = self.get(worker_id)
+        self._unindex(record)
+        for label in list(record.labels):
+            self._drop_label(record, label)
+        record.state = WorkerState.GONE
+        del self.workers[worker_id]
+        return record
+
+    def set_state(self, worker_id: str, state: WorkerState) -> None:
+        """Move a worker along its lifecycle; an illegal change raises."""
+        record = self.get(worker_id)
+        if record.state is state:
+            return
+        if not record.state.can_become(state):
+            raise RegistryError(
+                f"worker {worker_id!r} cannot go from {record.state.value} to {state.value}"
+            )
+        record.state = state
+        if state is not WorkerState.READY:
+            # A draining worker takes no tasks: nobody should wait for it as a holder.
+            for label in record.labels:
+                self._unhold(record.worker_id, label)
+        self._reindex(record)
+
+    def assign(
+        self, worker_id: str, task_id: str, label: str, evict: Iterable[str] = (), now: float = 0.0
+    ) -> None:
+        """Record a task sent to a worker; the label counts as held (loading on a miss)."""
+        record = self.get(worker_id)
+        if task_id in record.in_flight:
+            raise RegistryError(f"task {task_id!r} is already on worker {worker_id!r}")
+        self._unindex(record)
+        for old in evict:
+            if old != label and old in record.labels and not self._in_use(record, old):
+                self._drop_label(record, old)
+        if label not in record.labels:
+            self._add_label(record, label, now)
+            record.loading.add(label)
+        record.labels[label] = now
+        record.in_flight[task_id] = label
+        self._reindex(record)
+
+    def finish(self, worker_id: str, task_id: str) -> str | None:
+        """A task left its worker (result or cancel); returns its label, None if unknown."""
+        record = self.workers.get(worker_id)
+        if record is None:
+            return None
+        label = record.in_flight.pop(task_id, None)
+        if label is not None:
+            record.loading.discard(label)
+        self._reindex(record)
+        return label
+
+    def set_labels(
+        self,
+        worker_id: str,
+        loaded: Iterable[str],
+        loading: Iterable[str] = (),
+        now: float = 0.0,
+    ) -> None:
+        """Replace a worker's labels with its own report (full state, not a delta).
+
+        Labels of tasks still running there stay held: the report may predate their load.
+        """
+        record = self.get(worker_id)
+        loaded_set = set(loaded)
+        loading_set = set(loading)
+        pending = {lbl for lbl in record.in_flight.values() if lbl not in loaded_set}
+        wanted = loaded_set | loading_set | pending
+        self._unindex(record)
+        for label in list(record.labels):
+            if label not in wanted:
+                self._drop_label(record, label)
+        for label in wanted:
+            if label not in record.labels:
+                self._add_label(record, label, now)
+        record.loading = (loading_set | pending) - loaded_set
+        self._reindex(record)
+
+    # ---- index upkeep -------------------------------------------------------------------
+
+    def _in_use(self, record: WorkerRecord, label: str) -> bool:
+        return label in record.in_flight.values()
+
+    def _add_label(self, record: WorkerRecord, label: str, now: float) -> None:
+        record.labels[label] = now
+        if record.state is WorkerState.READY:
+            self._holders.setdefault(label, set()).add(record.worker_id)
+
+    def _unhold(self, worker_id: str, label: str) -> None:
+        holders = self._holders.get(label)
+        if holders is not None:
+            holders.discard(worker_id)
+            if not holders:
+                del self._holders[label]
+
+    def _drop_label(self, record: WorkerRecord, label: str) -> None:
+        record.labels.pop(label, None)
+        record.loading.discard(label)
+        self._unhold(record.worker_id, label)
+        idle = self._idle_holders.get(label)
+        if idle is not None:
+            idle.discard(record.worker_id)
+            if not idle:
+                del self._idle_holders[label]
+
+    def _unindex(self, record: WorkerRecord) -> None:
+        wid = record.worker_id
+        self.idle.discard(wid)
+        self.idle_with_room.discard(wid)
+        for label in record.labels:
+            idle = self._idle_holders.get(label)
+            if idle is not None:
+                idle.discard(wid)
+                if not idle:
+                    del self._idle_holders[label]
+
+    def _reindex(self, record: WorkerRecord) -> None:
+        self._unindex(record)
+        if record.worker_id not in self.workers or not record.is_idle:
+            return
+        wid = record.worker_id
+        self.idle.add(wid)
+        if record.has_room:
+            self.idle_with_room.add(wid)
+        for label in record.labels:
+            self._idle_holders.setdefault(label, IndexedSet()).add(wid)
+
+
+_EMPTY: set[str] = set()
+_EMPTY_INDEXED = IndexedSet()

@@ -1,0 +1,181 @@
+"""Task records, the queue of tasks waiting for a worker, and the store of finished results.
+
+The queue keeps one global FIFO (oldest first; the random policy uses only it) and one FIFO per
+label (the routed policy takes the oldest task of a label a freed worker holds). Both give O(1)
+push, pop and removal of any task (deadline, cancel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TaskState(enum.Enum):
+    """Lifecycle of a task in the dispatcher."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskState.COMPLETED, TaskState.FAILED)
+
+
+@dataclass
+class TaskRecord:
+    """One task from submission to its answer."""
+
+    task_id: str
+    task_type: str
+    label: str
+    parameters_json: str
+    submitted_at: float  # monotonic seconds
+    deadline: float  # monotonic seconds
+    deadline_unix_ms: int
+    state: TaskState = TaskState.QUEUED
+    attempt: int = 0
+    enqueued_at: float = 0.0  # monotonic; the age used for queue order and starvation
+    dispatched_at: float = 0.0
+    worker_id: str | None = None
+    label_miss: bool = False
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    result: Any = None
+    #: The error answer: (http status, JSON body) once failed.
+    error: tuple[int, dict[str, Any]] | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    deadline_handle: asyncio.TimerHandle | None = None
+    finished_at: float = 0.0
+
+    def status_json(self) -> dict[str, Any]:
+        """The /tasks/{id} answer."""
+        body: dict[str, Any] = {"task_id": self.task_id, "status": self.state.value}
+        if self.state is TaskState.COMPLETED:
+            body.update(self.completed_json())
+        elif self.state is TaskState.FAILED and self.error is not None:
+            body["error"] = self.error[1]
+        return body
+
+    def completed_json(self) -> dict[str, Any]:
+        """The /run-task answer of a completed task (docs/interfaces.md section 3)."""
+        return {
+            "task_id": self.task_id,
+            "status": "completed",
+            "result": self.result,
+            "worker_id": self.worker_id,
+            "label": self.label,
+            "label_miss": self.label_miss,
+            "timings_ms": self.timings_ms,
+        }
+
+
+class TaskQueue:
+    """Tasks waiting for a worker: a global FIFO plus one FIFO per label."""
+
+    def __init__(self) -> None:
+        self._all: OrderedDict[str, TaskRecord] = OrderedDict()
+        self._by_label: dict[str, OrderedDict[str, TaskRecord]] = {}
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._all
+
+    def push(self, task: TaskRecord, front: bool = False) -> None:
+        """Queue a task at the back (new) or the front (re-dispatched: it is the oldest)."""
+        self._all[task.task_id] = task
+        per_label = self._by_label.setdefault(task.label, OrderedDict())
+        per_label[task.task_id] = task
+        if front:
+            self._all.move_to_end(task.task_id, last=False)
+            per_label.move_to_end(task.task_id, last=False)
+
+    def remove(self, task_id: str) -> TaskRecord | None:
+        """Take a task out wherever it is; None if it is not queued."""
+        task = self._all.pop(task_id, None)
+        if task is None:
+            return None
+        per_label = self._by_label[task.label]
+        del per_label[task_id]
+        if not per_label:
+            del self._by_label[task.label]
+        return task
+
+    def oldest(self) -> TaskRecord | None:
+        """The task queued longest, or None."""
+        return next(iter(self._all.values()), None)
+
+    def oldest_of(self, label: str) -> TaskRecord | None:
+        """The oldest queued task of `label`, or None."""
+        per_label = self._by_label.get(label)
+        return next(iter(per_label.values())) if per_label else None
+
+    def count(self, label: str) -> int:
+        """Queued tasks of `label`."""
+        per_label = self._by_label.get(label)
+        return len(per_label) if per_label else 0
+
+    def labels(self) -> list[str]:
+        """Labels with queued tasks, the one whose oldest task is oldest first."""
+        by_label = self._by_label
+        return sorted(by_label, key=lambda lbl: next(iter(by_label[lbl].values())).enqueued_at)
+
+    def drain(self) -> list[TaskRecord]:
+        """Empty the queue, returning every task oldest first."""
+        tasks = list(self._all.values())
+        self._all.clear()
+        self._by_label.clear()
+        return tasks
+
+
+@dataclass
+class ResultStore:
+    """Every known task by id: live ones, and finished ones until `ttl_s` after they finished."""
+
+    ttl_s: float = 600.0
+    _tasks: dict[str, TaskRecord] = field(default_factory=dict)
+    _finished: OrderedDict[str, float] = field(default_factory=OrderedDict)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._tasks
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        self.expire()
+        return self._tasks.get(task_id)
+
+    def add(self, task: TaskRecord) -> None:
+        self._finished.pop(task.task_id, None)  # a finished task's id may be reused
+        self._tasks[task.task_id] = task
+
+    def finished(self, task: TaskRecord, now: float | None = None) -> None:
+        """Start the retention clock of a finished task."""
+        now = time.monotonic() if now is None else now
+        self._finished[task.task_id] = now
+        self._finished.move_to_end(task.task_id)
+
+    def live(self, task_id: str) -> bool:
+        """Whether a task with this id is queued or running (a duplicate id is refused)."""
+        task = self._tasks.get(task_id)
+        return task is not None and not task.state.finished
+
+    def expire(self, now: float | None = None) -> int:
+        """Drop finished tasks older than the TTL; returns how many went."""
+        now = time.monotonic() if now is None else now
+        dropped = 0
+        while self._finished:
+            task_id, at = next(iter(self._finished.items()))
+            if now - at < self.ttl_s:
+                break
+            self._finished.popitem(last=False)
+            task = self._tasks.get(task_id)
+            if task is not None and task.state.finished:
+                del self._tasks[task_id]
+            dropped += 1
+        return dropped

@@ -1,0 +1,83 @@
+"""JSON views of the dispatcher's state: /stats and /workers (docs/interfaces.md section 3)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dispatcher.core import Dispatcher, LabelStats
+
+
+def stats_json(d: Dispatcher) -> dict[str, Any]:
+    """The /stats answer (docs/interfaces.md section 3)."""
+    c = d.counters
+    per_label: dict[str, Any] = {}
+    for label in sorted(set(c.per_label) | set(d.queue.labels())):
+        s = c.per_label.get(label, LabelStats())
+        per_label[label] = {
+            "completed": s.completed,
+            "misses": s.misses,
+            # Means of what workers reported; the learned estimate before any report.
+            "avg_load_ms": round(
+                s.load_ms_total / s.misses if s.misses else d.estimates.load_ms(label), 3
+            ),
+            "avg_run_ms": round(
+                s.run_ms_total / s.completed if s.completed else d.estimates.run_ms(label), 3
+            ),
+            "queued": d.queue.count(label),
+        }
+    per_worker = {
+        wid: {
+            "completed": w.completed,
+            "misses": w.misses,
+            "labels": sorted(w.labels),
+            "busy": w.free_slots == 0,
+        }
+        for wid, w in sorted(d.registry.workers.items())
+    }
+    done = c.completed
+    return {
+        "policy": d.config.policy,
+        "uptime_s": round(time.monotonic() - d.started_at, 3),
+        "workers_connected": len(d.registry),
+        "tasks_submitted": c.submitted,
+        "tasks_completed": done,
+        "tasks_failed": c.failed,
+        "tasks_redispatched": c.redispatched,
+        "label_hits": c.hits,
+        "label_misses": c.misses,
+        "load_time_s_total": round(c.load_ms_total / 1000, 6),
+        "run_time_s_total": round(c.run_ms_total / 1000, 6),
+        "avg_task_runtime_s": (
+            round((c.load_ms_total + c.run_ms_total) / 1000 / done, 6) if done else 0.0
+        ),
+        "queue_depth": len(d.queue),
+        "in_flight": len(d.running),
+        "per_label": per_label,
+        "per_worker": per_worker,
+    }
+
+
+def workers_json(d: Dispatcher, detail: bool) -> dict[str, Any]:
+    """The /workers answer; `detail` adds labels, state and counters."""
+    ids = sorted(d.registry.workers)
+    if not detail:
+        return {"workers": ids}
+    return {
+        "workers": [
+            {
+                "worker_id": w.worker_id,
+                "state": w.state.value,
+                "capacity": w.capacity,
+                "slots": w.slots,
+                "engine": w.engine,
+                "device": w.device,
+                "labels": sorted(w.labels),
+                "labels_loading": sorted(w.loading),
+                "in_flight": len(w.in_flight),
+                "completed": w.completed,
+                "misses": w.misses,
+            }
+            for w in (d.registry.workers[i] for i in ids)
+        ]
+    }

@@ -1,0 +1,167 @@
+"""The `/worker-listen` websocket endpoint: one connection per worker, protobuf frames.
+
+Session: the `Worker-Id` header is required and must not belong to a live connection; the
+first frame must be `Hello` (same id); the dispatcher answers `Welcome`; then `TaskResult`,
+`LabelsChanged` and `Goodbye` arrive while `Task`, `Cancel` and `Drain` go out. A frame that
+does not parse, or a message out of order, closes only that connection with 1008. Refusals
+accept the socket first and then close it, so the worker sees the reason in the close frame.
+Keepalive is uvicorn's websocket ping/pong (`ws_ping_interval`/`ws_ping_timeout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import MutableMapping
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from dispatcher.core import GOING_AWAY_CLOSE_CODE, Dispatcher
+from proto import frames
+from proto import smartrouting_pb2 as pb
+
+log = logging.getLogger("dispatcher.workers")
+
+POLICY_VIOLATION = frames.POLICY_VIOLATION_CLOSE_CODE
+
+
+class ProtocolViolation(Exception):
+    """The worker broke the protocol; its connection is closed with 1008."""
+
+
+class WebSocketLink:
+    """Frames to one worker go through a queue drained by one writer task, in order."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._closing: tuple[int, str] | None = None
+        self.writer = asyncio.create_task(self._write(), name="worker-link-writer")
+
+    def send(self, message: pb.DispatcherMessage) -> None:
+        if self._closing is None:
+            self._outbox.put_nowait(frames.encode(message))
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._closing is None:
+            self._closing = (code, reason)
+            self._outbox.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(self.writer), 5.0)
+
+    async def _write(self) -> None:
+        try:
+            while True:
+                data = await self._outbox.get()
+                if data is None:
+                    code, reason = self._closing or (GOING_AWAY_CLOSE_CODE, "")
+                    await self.websocket.close(code, reason)
+                    return
+                await self.websocket.send_bytes(data)
+        except Exception as exc:  # the socket went away; the reader notices and cleans up
+            log.debug("writer stopped: %r", exc)
+
+
+class WorkerEndpoint:
+    """The ASGI websocket handler bound to one dispatcher."""
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        self._connecting: set[str] = set()
+
+    async def __call__(self, websocket: WebSocket) -> None:
+        worker_id = websocket.headers.get("worker-id", "").strip()
+        await websocket.accept()
+        if not worker_id:
+            await websocket.close(POLICY_VIOLATION, "missing Worker-Id header")
+            return
+        if not self.dispatcher.accepting:
+            await websocket.close(GOING_AWAY_CLOSE_CODE, "dispatcher shutting down")
+            return
+        if worker_id in self.dispatcher.registry or worker_id in self._connecting:
+            await websocket.close(
+                POLICY_VIOLATION, f"duplicate Worker-Id {worker_id!r}: already connected"
+            )
+            return
+        self._connecting.add(worker_id)
+        link: WebSocketLink | None = None
+        joined = False
+        try:
+            hello = await self._hello(websocket, worker_id)
+            link = WebSocketLink(websocket)
+            link.send(
+                pb.DispatcherMessage(
+                    welcome=pb.Welcome(
+                        protocol_version=frames.PROTOCOL_VERSION,
+                        dispatcher_id=self.dispatcher.dispatcher_id,
+                        policy=self.dispatcher.config.policy,
+                    )
+                )
+            )
+            self._connecting.discard(worker_id)
+            self.dispatcher.worker_joined(hello, link)
+            joined = True
+            await self._serve(websocket, worker_id)
+        except ProtocolViolation as exc:
+            log.warning("worker %s: %s", worker_id, exc)
+            if link is not None:
+                await link.close(POLICY_VIOLATION, str(exc)[:120])
+            else:
+                with contextlib.suppress(Exception):
+                    await websocket.close(POLICY_VIOLATION, str(exc)[:120])
+        except (TimeoutError, WebSocketDisconnect, RuntimeError) as exc:
+            log.info("worker %s disconnected: %r", worker_id, exc)
+        finally:
+            self._connecting.discard(worker_id)
+            if joined:
+                self.dispatcher.worker_left(worker_id)
+            if link is not None:
+                link.writer.cancel()
+
+    async def _receive(
+        self, websocket: WebSocket, timeout: float | None = None
+    ) -> pb.WorkerMessage:
+        message: MutableMapping[str, Any] = await asyncio.wait_for(websocket.receive(), timeout)
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+        data = message.get("bytes")
+        if data is None:
+            data = message.get("text", "")
+        try:
+            return frames.decode_worker_message(data)
+        except frames.FrameDecodeError as exc:
+            raise ProtocolViolation(str(exc)) from exc
+
+    async def _hello(self, websocket: WebSocket, worker_id: str) -> pb.Hello:
+        timeout = self.dispatcher.config.hello_timeout_s
+        message = await self._receive(websocket, timeout)
+        kind = message.WhichOneof("body")
+        if kind != "hello":
+            raise ProtocolViolation(f"expected Hello first, got {kind}")
+        hello = message.hello
+        if hello.worker_id and hello.worker_id != worker_id:
+            raise ProtocolViolation(
+                f"Hello worker_id {hello.worker_id!r} differs from header {worker_id!r}"
+            )
+        hello.worker_id = worker_id
+        if hello.protocol_version and hello.protocol_version != frames.PROTOCOL_VERSION:
+            raise ProtocolViolation(
+                f"protocol version {hello.protocol_version} is not {frames.PROTOCOL_VERSION}"
+            )
+        return hello
+
+    async def _serve(self, websocket: WebSocket, worker_id: str) -> None:
+        d = self.dispatcher
+        while True:
+            message = await self._receive(websocket)
+            kind = message.WhichOneof("body")
+            if kind == "task_result":
+                d.worker_result(worker_id, message.task_result)
+            elif kind == "labels_changed":
+                d.worker_labels_changed(worker_id, message.labels_changed)
+            elif kind == "goodbye":
+                d.worker_goodbye(worker_id, message.goodbye)
+            else:
+                raise ProtocolViolation(f"unexpected {kind} after Hello")

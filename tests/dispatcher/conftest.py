@@ -1,0 +1,80 @@
+"""Fixtures of the dispatcher tests: a real uvicorn dispatcher on an ephemeral port."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+
+from dispatcher.__main__ import DispatcherServer, uvicorn_config
+from dispatcher.config import Config
+from tests.support import scaled, wait_until
+
+
+@dataclass
+class RunningDispatcher:
+    """A dispatcher served by uvicorn in a background thread."""
+
+    config: Config
+    server: DispatcherServer
+    thread: threading.Thread
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/worker-listen"
+
+    @property
+    def core(self) -> Any:
+        """The Dispatcher object (read it only from the server's loop, or for counters)."""
+        app = self.server.config.loaded_app
+        while not hasattr(app, "state"):
+            app = app.app
+        return app.state.dispatcher
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(scaled(timeout))
+        if self.thread.is_alive():
+            self.server.force_exit = True
+            self.thread.join(scaled(timeout))
+
+
+def start_dispatcher(config: Config) -> RunningDispatcher:
+    """Start a dispatcher on 127.0.0.1 with an OS-chosen port."""
+    cfg = replace(config, host="127.0.0.1", port=0, log_level="warning")
+    server = DispatcherServer(uvicorn_config(cfg))
+    thread = threading.Thread(target=server.run, daemon=True, name="dispatcher-test")
+    thread.start()
+    wait_until(lambda: bool(server.started) or not thread.is_alive(), 15, "dispatcher to start")
+    assert server.started, "dispatcher failed to start"
+    port = int(server.servers[0].sockets[0].getsockname()[1])
+    return RunningDispatcher(cfg, server, thread, port)
+
+
+@pytest.fixture
+def dispatcher_factory() -> Iterator[Callable[..., RunningDispatcher]]:
+    """Starts dispatchers (`factory(**config_fields)`); all are stopped at teardown."""
+    started: list[RunningDispatcher] = []
+
+    def factory(**fields: Any) -> RunningDispatcher:
+        running = start_dispatcher(Config(**fields))
+        started.append(running)
+        return running
+
+    yield factory
+    for running in reversed(started):
+        running.stop()
+
+
+@pytest.fixture
+def dispatcher(dispatcher_factory: Callable[..., RunningDispatcher]) -> RunningDispatcher:
+    """A routed dispatcher with default settings (short deadline for fast failures)."""
+    return dispatcher_factory(task_timeout_s=20.0)
