@@ -7,6 +7,7 @@ can run several side by side. Endpoints are listed in `dispatcher.openapi` and D
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -15,11 +16,13 @@ from typing import Any
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from dispatcher.auth import AuthMiddleware, AuthSettings, presented_secret
 from dispatcher.config import Config
 from dispatcher.core import Dispatcher
 from dispatcher.errors import (
@@ -32,8 +35,10 @@ from dispatcher.errors import (
     ValidationFailed,
     handle_dispatcher_error,
 )
+from dispatcher.limits import check_parameters, loads_bounded
 from dispatcher.metrics import CONTENT_TYPE_LATEST
 from dispatcher.openapi import openapi_document
+from dispatcher.recovery import restore
 from dispatcher.tasks import TaskRecord, TaskState
 from dispatcher.views import stats_json, workers_json
 from dispatcher.workers import WorkerEndpoint
@@ -58,7 +63,7 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
             raise PayloadTooLarge(f"body exceeds {limit} bytes")
         chunks.append(chunk)
     try:
-        body = json.loads(b"".join(chunks))
+        body = loads_bounded(b"".join(chunks), "body")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSON(f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -88,8 +93,9 @@ def _require_utf8(name: str, value: str) -> None:
         raise ValidationFailed({"field": name, "message": "is not valid Unicode"}) from None
 
 
-def parse_task_body(body: dict[str, Any]) -> dict[str, Any]:
+def parse_task_body(body: dict[str, Any], config: Config | None = None) -> dict[str, Any]:
     """Validate a /run-task or /tasks body; returns the arguments of `Dispatcher.submit`."""
+    config = config or Config()
     task_type = _string_field(body, "task_type", required=True)
     label = _string_field(body, "label", required=True)
     task_id = _string_field(body, "task_id", required=False)
@@ -98,16 +104,18 @@ def parse_task_body(body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(raw, str):
             raise ValidationFailed({"field": "parameters_json", "message": "must be a string"})
         try:
-            json.loads(raw)
+            parameters = loads_bounded(raw, "parameters_json")
         except json.JSONDecodeError as exc:
             raise ValidationFailed(
                 {"field": "parameters_json", "message": f"is not JSON: {exc}"}
             ) from None
         _require_utf8("parameters_json", raw)
+        _check_parameters(parameters, config, "parameters_json")
         parameters_json = raw
     elif "parameters" in body and body["parameters"] is not None:
         if not isinstance(body["parameters"], dict):
             raise ValidationFailed({"field": "parameters", "message": "must be an object"})
+        _check_parameters(body["parameters"], config, "parameters")
         # ensure_ascii (the default) escapes everything, lone surrogates included.
         parameters_json = json.dumps(body["parameters"])
     else:
@@ -129,6 +137,20 @@ def parse_task_body(body: dict[str, Any]) -> dict[str, Any]:
         "task_id": task_id,
         "timeout_s": float(timeout_s) if timeout_s is not None else None,
     }
+
+
+def _check_parameters(parameters: Any, config: Config, field: str) -> None:
+    check_parameters(
+        parameters, config.max_json_depth, config.max_texts, config.max_text_chars, field
+    )
+
+
+def caller_of(request: Request) -> str:
+    """Who a request comes from, for per-caller limits: its API key (hashed), else its address."""
+    secret = presented_secret(request.headers)
+    if secret:
+        return "key:" + hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return "addr:" + (request.client.host if request.client else "unknown")
 
 
 def task_answer(task: TaskRecord) -> Response:
@@ -159,15 +181,16 @@ def create_app(config: Config | None = None) -> Starlette:
         return JSONResponse(core().registry.labels())
 
     async def run_task(request: Request) -> Response:
-        args = parse_task_body(await read_json_object(request, config.max_body_bytes))
+        args = parse_task_body(await read_json_object(request, config.max_body_bytes), config)
         d = core()
-        task = d.submit(**args)
+        task = d.submit(**args, caller=caller_of(request))
         await d.wait(task)
         return task_answer(task)
 
     async def submit_task(request: Request) -> Response:
-        args = parse_task_body(await read_json_object(request, config.max_body_bytes))
-        task = core().submit(**args)
+        args = parse_task_body(await read_json_object(request, config.max_body_bytes), config)
+        # With a state database the task is written there before the 202 goes out.
+        task = core().submit(**args, caller=caller_of(request), persist=True)
         body = {"task_id": task.task_id, "status": "queued", "status_url": f"/tasks/{task.task_id}"}
         return JSONResponse(body, status_code=202)
 
@@ -186,9 +209,11 @@ def create_app(config: Config | None = None) -> Starlette:
             )
         body = await read_json_object(request, config.max_body_bytes)
         url = config.uploader_url.rstrip("/") + "/upload-model"
+        # The caller passed the dispatcher's admin check; the uploader checks the same key.
+        headers = {"Authorization": f"Bearer {config.admin_key}"} if config.admin_key else {}
         try:
             async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0)) as client:
-                answer = await client.post(url, json=body)
+                answer = await client.post(url, json=body, headers=headers)
         except httpx.HTTPError as exc:
             raise UploaderUnreachable(f"uploader at {config.uploader_url}: {exc!r}") from exc
         content_type = answer.headers.get("content-type", "application/json")
@@ -213,7 +238,8 @@ def create_app(config: Config | None = None) -> Starlette:
         d = Dispatcher(config)
         dispatcher_ref["core"] = d
         app.state.dispatcher = d
-        endpoint.bind(d)
+        endpoint.bind(d, auth)
+        restore(d)
         log.info("dispatcher %s up, policy %s", d.dispatcher_id, config.policy)
         try:
             yield
@@ -234,8 +260,10 @@ def create_app(config: Config | None = None) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"]),
         WebSocketRoute("/worker-listen", worker_listen),
     ]
+    auth = AuthSettings(config.worker_token, tuple(config.api_keys), config.admin_key)
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(AuthMiddleware, settings=auth)],
         lifespan=lifespan,
         exception_handlers={
             DispatcherError: handle_dispatcher_error,
@@ -253,8 +281,8 @@ class _LazyEndpoint:
     def __init__(self) -> None:
         self._endpoint: WorkerEndpoint | None = None
 
-    def bind(self, dispatcher: Dispatcher) -> None:
-        self._endpoint = WorkerEndpoint(dispatcher)
+    def bind(self, dispatcher: Dispatcher, auth: AuthSettings) -> None:
+        self._endpoint = WorkerEndpoint(dispatcher, auth)
 
     async def __call__(self, websocket: WebSocket) -> None:
         if self._endpoint is None:

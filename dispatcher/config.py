@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal, cast
 
 Policy = Literal["routed", "random"]
@@ -58,6 +58,23 @@ class Config:
     starvation_factor: float = 2.0
     #: Seed of the random policy's choices (None: not reproducible).
     seed: int | None = None
+    #: Deepest nesting of a task's parameters JSON (deeper: 422).
+    max_json_depth: int = 32
+    #: Early checks of `embed_texts`-style parameters (the worker checks again): most texts
+    #: per task and longest text, in characters (more: 422).
+    max_texts: int = 256
+    max_text_chars: int = 20_000
+    #: Unfinished tasks one caller (API key, else client address) may have; 0: no limit.
+    max_tasks_per_caller: int = 0
+    #: SQLite file keeping asynchronous tasks across restarts (DISPATCHER_STATE_DB);
+    #: None: not kept (see docs/reliability.md).
+    state_db: str | None = None
+    #: Shared token workers present on /worker-listen (SMARTROUTING_WORKER_TOKEN).
+    worker_token: str | None = field(default=None, repr=False)
+    #: Keys callers present on the client endpoints (SMARTROUTING_API_KEYS, comma-separated).
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: Key for /upload-model (SMARTROUTING_ADMIN_KEY).
+    admin_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -68,6 +85,8 @@ class Config:
             raise ValueError("max_attempts must be >= 1")
         if self.task_timeout_s <= 0:
             raise ValueError("task_timeout_s must be > 0")
+        if isinstance(self.api_keys, str):  # a comma-separated string from a flag or the env
+            object.__setattr__(self, "api_keys", parse_keys(self.api_keys))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -75,7 +94,7 @@ class Config:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for f in fields(cls):
-            raw = env.get(f"DISPATCHER_{f.name.upper()}")
+            raw = env.get(_ENV_NAMES.get(f.name, f"DISPATCHER_{f.name.upper()}"))
             if raw is not None and raw != "":
                 values[f.name] = _convert(f.name, raw)
         if env.get("RANDOM_DISPATCH", "").strip().lower() in _TRUE:
@@ -83,11 +102,26 @@ class Config:
         return cls(**values)  # type: ignore[arg-type]
 
 
+#: Settings shared with the other components (the Helm chart sets them from one Secret).
+_ENV_NAMES = {
+    "worker_token": "SMARTROUTING_WORKER_TOKEN",
+    "api_keys": "SMARTROUTING_API_KEYS",
+    "admin_key": "SMARTROUTING_ADMIN_KEY",
+}
+
+
+def parse_keys(raw: str) -> tuple[str, ...]:
+    """Comma-separated keys, blanks dropped."""
+    return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+
 def _convert(name: str, raw: str) -> object:
     # With postponed annotations, field types are the strings written above.
     kind = {f.name: f.type for f in fields(Config)}[name]
     if kind == "bool":
         return raw.strip().lower() in _TRUE
+    if kind == "tuple[str, ...]":
+        return parse_keys(raw)
     if kind in ("int", "int | None"):
         return int(raw)
     if kind == "float":
@@ -130,6 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--starvation-factor", type=float, help="serve a task anyway after this many load times"
     )
+    p.add_argument("--max-json-depth", type=int, help="deepest parameters JSON (default 32)")
+    p.add_argument("--max-texts", type=int, help="most texts per task (default 256)")
+    p.add_argument("--max-text-chars", type=int, help="longest text (default 20000)")
+    p.add_argument(
+        "--max-tasks-per-caller", type=int, help="unfinished tasks per caller (0: no limit)"
+    )
+    p.add_argument("--state-db", help="SQLite file keeping async tasks (DISPATCHER_STATE_DB)")
+    p.add_argument("--worker-token", help="token workers must present (SMARTROUTING_WORKER_TOKEN)")
+    p.add_argument("--api-keys", help="comma-separated caller keys (SMARTROUTING_API_KEYS)")
+    p.add_argument("--admin-key", help="key for /upload-model (SMARTROUTING_ADMIN_KEY)")
     p.add_argument(
         "--log-level", choices=("critical", "error", "warning", "info", "debug"), help="log level"
     )

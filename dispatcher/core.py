@@ -28,9 +28,11 @@ from dispatcher.errors import (
     TaskFailed,
 )
 from dispatcher.estimates import LabelEstimates
+from dispatcher.limits import CallerLimits
 from dispatcher.metrics import Metrics
 from dispatcher.registry import Registry, WorkerRecord, WorkerState
 from dispatcher.routing import Dispatch, Enqueue, Reason, make_policy
+from dispatcher.store import TaskStore
 from dispatcher.tasks import ResultStore, TaskQueue, TaskRecord, TaskState
 from proto import smartrouting_pb2 as pb
 
@@ -67,6 +69,7 @@ class Counters:
     completed: int = 0
     failed: int = 0
     redispatched: int = 0
+    late_results: int = 0
     hits: int = 0
     misses: int = 0
     load_ms_total: float = 0.0
@@ -95,6 +98,8 @@ class Dispatcher:
         self.metrics = metrics or Metrics()
         self.counters = Counters()
         self.links: dict[str, WorkerLink] = {}
+        self.callers = CallerLimits(config.max_tasks_per_caller, config.retry_after_s)
+        self.store = TaskStore(config.state_db) if config.state_db else None
         self.running: dict[str, TaskRecord] = {}
         self.accepting = True
         self.started_at = time.monotonic()
@@ -110,8 +115,14 @@ class Dispatcher:
         parameters_json: str,
         task_id: str | None = None,
         timeout_s: float | None = None,
+        caller: str | None = None,
+        persist: bool = False,
     ) -> TaskRecord:
-        """Accept a task and route it; raises a `DispatcherError` when it cannot be accepted."""
+        """Accept a task and route it; raises a `DispatcherError` when it cannot be accepted.
+
+        `caller` counts the task against `max_tasks_per_caller`; `persist` writes it to the
+        state database (when one is configured) before this returns.
+        """
         if not self.accepting:
             raise ShuttingDown("the dispatcher is shutting down", retry_after_s=1.0)
         task_id = task_id or uuid.uuid4().hex
@@ -137,12 +148,26 @@ class Dispatcher:
             deadline_unix_ms=int((time.time() + timeout) * 1000),
             enqueued_at=now,
         )
+        task.caller = self.callers.admit(caller)
+        if persist and self.store is not None:
+            # Written before the caller hears "accepted": a crash after this loses nothing.
+            try:
+                self.store.add(task_id, task_type, label, parameters_json, task.deadline_unix_ms)
+            except DispatcherError:
+                if task.caller is not None:
+                    self.callers.release(task.caller)
+                raise
+            task.persisted = True
+        self._accept(task, timeout, now)
+        return task
+
+    def _accept(self, task: TaskRecord, timeout: float, now: float) -> None:
+        """Start the deadline clock of an accepted task and route it."""
         loop = asyncio.get_running_loop()
         task.deadline_handle = loop.call_later(timeout, self._on_deadline, task)
         self.results.add(task)
         self.counters.submitted += 1
         self._route(task, now)
-        return task
 
     async def wait(self, task: TaskRecord) -> TaskRecord:
         """Wait for a task's answer (the deadline timer guarantees one)."""
@@ -207,8 +232,25 @@ class Dispatcher:
                 turnaround_ms = (now - task.dispatched_at) * 1000.0
                 busy_ms = max(busy_ms, turnaround_ms - (result.load_ms if result.label_miss else 0))
             self._observe(worker_id, label, result, busy_ms)
+        if (
+            task is not None
+            and task.restored
+            and task.state is TaskState.QUEUED
+            and result.ok
+            and self.queue.remove(task.task_id) is not None
+        ):
+            # A task queued again after a restart whose first run a worker reports now (its
+            # outbox kept the result across the reconnect): take it, do not run it twice.
+            task.worker_id = worker_id
+            task.dispatched_at = task.enqueued_at
+            self.running[task.task_id] = task
+            task.state = TaskState.RUNNING
+        task = self.running.get(result.task_id)
         if task is None or task.worker_id != worker_id or task.state is not TaskState.RUNNING:
-            # A late answer (deadline passed, or the task moved to another worker).
+            # A late answer (deadline passed, or the task moved to another worker): the task
+            # ran here as well as elsewhere, or after its caller was answered.
+            self.counters.late_results += 1
+            self.metrics.late_results.inc()
             self._fill(worker_id, now)
             return
         del self.running[task.task_id]
@@ -280,6 +322,9 @@ class Dispatcher:
             *(link.close(GOING_AWAY_CLOSE_CODE, "dispatcher shutting down") for _, link in links),
             return_exceptions=True,
         )
+        if self.store is not None:
+            self.store.close()
+            self.store = None
 
     # ---- applying decisions -------------------------------------------------------------
 
@@ -413,6 +458,16 @@ class Dispatcher:
         if task.deadline_handle is not None:
             task.deadline_handle.cancel()
         self.results.finished(task, now)
+        if task.caller is not None:
+            self.callers.release(task.caller)
+            task.caller = None
+        if task.persisted and self.store is not None:
+            try:
+                self.store.finish(task.task_id, state.value, task.answer_json())
+                if self.store.writes % 1000 == 0:
+                    self.store.expire(self.config.result_ttl_s)
+            except DispatcherError as exc:  # the answer still reaches a waiting caller
+                log.error("could not record task %s: %s", task.task_id, exc)
         if state is TaskState.COMPLETED:
             self.counters.completed += 1
             self.metrics.tasks.labels(task.label, "completed").inc()
@@ -422,7 +477,19 @@ class Dispatcher:
         self._update_gauges()
         task.done.set()
 
+    def accept_restored(self, task: TaskRecord, remaining_s: float) -> None:
+        """Queue a task read back from the state database (see `dispatcher.recovery`)."""
+        self._accept(task, remaining_s, time.monotonic())
+
+    def fail_restored(self, task: TaskRecord, exc: DispatcherError) -> None:
+        """Answer a task read back from the state database with an error."""
+        self.results.add(task)
+        self._fail(task, exc, time.monotonic())
+
     def _fail(self, task: TaskRecord, exc: DispatcherError, now: float) -> None:
+        if isinstance(exc, ShuttingDown) and task.persisted:
+            # Stays "queued" in the state database: the next start runs it.
+            task.persisted = False
         task.error = (exc.http_status, exc.to_json())
         self.counters.failed += 1
         self.metrics.tasks.labels(task.label, exc.code).inc()

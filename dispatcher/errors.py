@@ -5,16 +5,20 @@ Exception tree::
     DispatcherError (500 internal)
     ├── BadRequest (400 bad_request)
     │   └── InvalidJSON (400 invalid_json)
+    ├── Unauthorized (401 unauthorized)
+    ├── Forbidden (403 forbidden)
     ├── ValidationFailed (422 validation_failed)
     ├── PayloadTooLarge (413 payload_too_large)
     ├── TaskNotFound (404 task_not_found)
     ├── DuplicateTask (409 duplicate_task)
     ├── QueueFull (429 queue_full, Retry-After)
+    ├── CallerBusy (429 caller_busy, Retry-After)
     ├── Unavailable (503 unavailable, Retry-After)
     │   ├── NoWorkers (503 no_workers)
     │   ├── ShuttingDown (503 shutting_down)
     │   ├── AttemptsExhausted (503 attempts_exhausted)
-    │   └── UploaderNotConfigured (503 uploader_not_configured)
+    │   ├── UploaderNotConfigured (503 uploader_not_configured)
+    │   └── StoreFailed (503 store_failed: the state database cannot be written)
     ├── UpstreamError (502 upstream_error)
     │   ├── TaskFailed (502 task_failed; status chosen from the worker's error code)
     │   └── UploaderUnreachable (502 uploader_unreachable)
@@ -63,6 +67,20 @@ class InvalidJSON(BadRequest):
     code = "invalid_json"
 
 
+class Unauthorized(DispatcherError):
+    """No credentials, or wrong ones, for an endpoint that needs them."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(DispatcherError):
+    """Valid credentials that do not allow this endpoint (an API key on an admin endpoint)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class ValidationFailed(DispatcherError):
     """The body is JSON but a field is missing or has the wrong type."""
 
@@ -98,6 +116,13 @@ class QueueFull(DispatcherError):
     code = "queue_full"
 
 
+class CallerBusy(DispatcherError):
+    """The caller already has its limit of unfinished tasks; retry after Retry-After seconds."""
+
+    status = 429
+    code = "caller_busy"
+
+
 class Unavailable(DispatcherError):
     """The dispatcher cannot serve this now."""
 
@@ -127,6 +152,12 @@ class UploaderNotConfigured(Unavailable):
     """`/upload-model` was called but no `--uploader-url` is set."""
 
     code = "uploader_not_configured"
+
+
+class StoreFailed(Unavailable):
+    """The state database (DISPATCHER_STATE_DB) cannot be opened or written."""
+
+    code = "store_failed"
 
 
 class UpstreamError(DispatcherError):

@@ -44,6 +44,11 @@ class Metrics:
             "Tasks sent again after their worker left.",
             registry=r,
         )
+        self.late_results = Counter(
+            "smartrouting_late_results",
+            "Results for tasks already answered or moved to another worker (ran twice or late).",
+            registry=r,
+        )
         self.decisions = Counter(
             "smartrouting_routing_decisions",
             "Routing decisions by reason.",

@@ -69,7 +69,7 @@ _TASK_ERRORS = {
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every HTTP endpoint (the websocket is described in text)."""
     task_body = {"required": True, "content": {"application/json": {"schema": _TASK_BODY}}}
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {
             "title": "smart-routing dispatcher",
@@ -179,10 +179,16 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {
                                     "type": "object",
                                     "required": ["model_id"],
+                                    "additionalProperties": False,
                                     "properties": {
                                         "model_id": {"type": "string"},
-                                        "max_batch_size": {"type": "integer"},
+                                        "max_batch_size": {
+                                            "type": "integer",
+                                            "minimum": 1,
+                                            "maximum": 1024,
+                                        },
                                         "overwrite": {"type": "boolean"},
+                                        "model_name": {"type": "string"},
                                     },
                                 }
                             }
@@ -200,6 +206,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                             "the uploader's answer, passed through",
                         ),
+                        "4XX": _err("the uploader's error, passed through"),
                         "502": _err("uploader unreachable"),
                         "503": _err("no uploader configured"),
                     },
@@ -228,5 +235,29 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
         },
-        "components": {"schemas": {"Error": _ERROR}},
+        "components": {"schemas": {"Error": _ERROR}, "securitySchemes": _SECURITY_SCHEMES},
     }
+    _add_security(document)
+    return document
+
+
+#: Optional authentication (dispatcher.auth): off unless SMARTROUTING_API_KEYS / _ADMIN_KEY set.
+_SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+#: Open to probes and scrapers whatever the settings.
+_OPEN = ("/health", "/metrics", "/openapi.json")
+
+
+def _add_security(document: dict[str, Any]) -> None:
+    """Every endpoint but the open ones: an optional key, 401 without a valid one (and 403
+    for an API key on /upload-model when an admin key is set)."""
+    for path, operations in document["paths"].items():
+        if path in _OPEN:
+            continue
+        for operation in operations.values():
+            operation["security"] = [{}, {"bearer": []}, {"apiKey": []}]
+            operation["responses"]["401"] = _err("API key (or admin key) missing or invalid")
+            if path == "/upload-model":
+                operation["responses"]["403"] = _err("an API key where the admin key is needed")

@@ -52,6 +52,31 @@ class TaskRecord:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     deadline_handle: asyncio.TimerHandle | None = None
     finished_at: float = 0.0
+    #: Who submitted it (per-caller limit); None: not counted.
+    caller: str | None = None
+    #: Kept in the state database (an asynchronous task with DISPATCHER_STATE_DB set).
+    persisted: bool = False
+    #: Read back from the state database after a restart.
+    restored: bool = False
+
+    def answer_json(self) -> dict[str, Any]:
+        """What the state database keeps of a finished task to answer /tasks/{id} again."""
+        if self.state is TaskState.COMPLETED:
+            return {"completed": self.completed_json()}
+        return {"error": list(self.error) if self.error else None}
+
+    def restore_answer(self, state: TaskState, answer: dict[str, Any]) -> None:
+        """Fill a finished task in from `answer_json()` read back from the database."""
+        self.state = state
+        if state is TaskState.COMPLETED:
+            done = answer.get("completed", {})
+            self.result = done.get("result")
+            self.worker_id = done.get("worker_id")
+            self.label_miss = bool(done.get("label_miss"))
+            self.timings_ms = done.get("timings_ms") or {}
+        else:
+            error = answer.get("error")
+            self.error = (int(error[0]), error[1]) if error else None
 
     def status_json(self) -> dict[str, Any]:
         """The /tasks/{id} answer."""

@@ -1,6 +1,8 @@
 """The `/worker-listen` websocket endpoint: one connection per worker, protobuf frames.
 
-Session: the `Worker-Id` header is required and must not belong to a live connection; the
+Session: with a worker token configured, `Authorization: Bearer <token>` is checked first
+(else close 1008 "invalid worker token" / "worker token required"); the `Worker-Id` header
+is required and must not belong to a live connection; the
 first frame must be `Hello` (same id); the dispatcher answers `Welcome`; then `TaskResult`,
 `LabelsChanged` and `Goodbye` arrive while `Task`, `Cancel` and `Drain` go out. A frame that
 does not parse, or a message out of order, closes only that connection with 1008. Refusals
@@ -18,6 +20,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from dispatcher.auth import AuthSettings
 from dispatcher.core import GOING_AWAY_CLOSE_CODE, Dispatcher
 from proto import frames
 from proto import smartrouting_pb2 as pb
@@ -67,13 +70,19 @@ class WebSocketLink:
 class WorkerEndpoint:
     """The ASGI websocket handler bound to one dispatcher."""
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, auth: AuthSettings | None = None) -> None:
         self.dispatcher = dispatcher
+        self.auth = auth or AuthSettings()
         self._connecting: set[str] = set()
 
     async def __call__(self, websocket: WebSocket) -> None:
         worker_id = websocket.headers.get("worker-id", "").strip()
         await websocket.accept()
+        refusal = self.auth.worker_refusal(websocket.headers)
+        if refusal is not None:
+            log.warning("worker %r refused: %s", worker_id, refusal)
+            await websocket.close(POLICY_VIOLATION, refusal)
+            return
         if not worker_id:
             await websocket.close(POLICY_VIOLATION, "missing Worker-Id header")
             return

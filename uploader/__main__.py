@@ -80,7 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from uploader.service import create_app
 
     app = create_app(
-        args.repository, local_roots=args.models_dir, max_concurrent=args.max_concurrent
+        args.repository,
+        local_roots=args.models_dir,
+        max_concurrent=args.max_concurrent,
+        admin_key=os.environ.get("SMARTROUTING_ADMIN_KEY") or None,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0

@@ -6,6 +6,10 @@
 - `GET /models` → `{"models": [<smartrouting.json of each entry>, ...]}`.
 - `GET /health` → `{"message": "OK"}`.
 
+With an admin key (`SMARTROUTING_ADMIN_KEY`, `create_app(admin_key=...)`), `/upload-model`
+needs `Authorization: Bearer <key>` (or `X-API-Key: <key>`): 401 without it or with another
+key; `/models` and `/health` stay open. The dispatcher forwards uploads with the same key.
+
 Errors are `{"error": code, "detail": message}` with the status of the `UploaderError`
 class (400 bad body, 413 body too large, 404 unknown model, 409 exists or in progress,
 422 invalid id or not a SentenceTransformer). Conversions run in a worker thread,
@@ -14,6 +18,7 @@ class (400 bad body, 413 body too large, 404 unknown model, 409 exists or in pro
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from collections.abc import Sequence
@@ -123,9 +128,29 @@ async def _read_json(request: Request) -> Any:
         raise InvalidRequest(f"malformed JSON: {exc}") from exc
 
 
+def _admin_refusal(request: Request, admin_key: str | None) -> JSONResponse | None:
+    """The 401 answer when an admin key is set and the request does not carry it."""
+    if not admin_key:
+        return None
+    scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
+    given = value.strip() if scheme.lower() == "bearer" else ""
+    given = given or request.headers.get("x-api-key", "").strip()
+    if given and hmac.compare_digest(given.encode(), admin_key.encode()):
+        return None
+    detail = "admin key required" if not given else "invalid admin key"
+    return JSONResponse(
+        {"error": "unauthorized", "detail": detail},
+        status_code=401,
+        headers={"WWW-Authenticate": 'Bearer realm="smart-routing"'},
+    )
+
+
 async def upload_model(request: Request) -> JSONResponse:
     """POST /upload-model: convert and publish, answering once the model is in place."""
     service: UploaderService = request.app.state.service
+    refusal = _admin_refusal(request, request.app.state.admin_key)
+    if refusal is not None:
+        return refusal
     try:
         upload = UploadRequest.from_json(await _read_json(request))
         logger.info("upload %s requested (overwrite=%s)", upload.model_id, upload.overwrite)
@@ -176,12 +201,14 @@ def create_app(
     local_roots: Sequence[Path] = (),
     builder: Builder | None = None,
     max_concurrent: int = 1,
+    admin_key: str | None = None,
 ) -> Starlette:
     """The uploader app publishing into `repository`.
 
     `local_roots`: directories whose sub-directories are offered as model ids
     (`<root>/<owner>/<name>`); arbitrary local paths are never accepted over HTTP.
     `builder`: replaces the real torch conversion (tests of the HTTP layer).
+    `admin_key`: when set, `/upload-model` needs it (401 otherwise).
     """
     app = Starlette(
         routes=[
@@ -191,6 +218,7 @@ def create_app(
         ],
         exception_handlers={HTTPException: _http_error},
     )
+    app.state.admin_key = admin_key or None
     app.state.service = UploaderService(
         Path(repository), tuple(Path(r) for r in local_roots), builder, max_concurrent
     )

@@ -12,7 +12,7 @@ import shutil
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
@@ -71,6 +71,8 @@ class Config:
     max_texts: int = 256
     max_text_chars: int = 20_000
     log_level: str = "info"
+    #: Shared token sent as `Authorization: Bearer` on /worker-listen (SMARTROUTING_WORKER_TOKEN).
+    worker_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
@@ -111,7 +113,8 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             "WORKER_TRITONSERVER, WORKER_TRITON_MODEL_CONFIG, WORKER_DEVICE, WORKER_STATE_DIR, "
             "WORKER_SIM_LOAD_MS, WORKER_SIM_LOAD_STDDEV_MS, WORKER_SIM_RUN_MS, "
             "WORKER_SIM_RUN_STDDEV_MS, WORKER_TIME_SCALE, WORKER_SEED, "
-            "WORKER_SHUTDOWN_TIMEOUT_S, WORKER_PING_INTERVAL_S, WORKER_LOG_LEVEL."
+            "WORKER_SHUTDOWN_TIMEOUT_S, WORKER_PING_INTERVAL_S, WORKER_LOG_LEVEL, "
+            "SMARTROUTING_WORKER_TOKEN."
         ),
     )
     p.add_argument(
@@ -150,6 +153,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     p.add_argument("--ping-interval-s", type=float, default=float(e("ping-interval-s") or 10.0))
     p.add_argument("--log-level", default=e("log-level") or "info")
+    p.add_argument(
+        "--worker-token",
+        default=env.get("SMARTROUTING_WORKER_TOKEN") or None,
+        help="token the dispatcher asks for on /worker-listen (SMARTROUTING_WORKER_TOKEN)",
+    )
     return p
 
 
@@ -177,4 +185,5 @@ def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | Non
         shutdown_timeout_s=ns.shutdown_timeout_s,
         ping_interval_s=ns.ping_interval_s,
         log_level=ns.log_level,
+        worker_token=ns.worker_token or None,
     )

@@ -69,6 +69,7 @@ class DispatcherConnection:
         on_message: Callable[[pb.DispatcherMessage], None],
         ping_interval_s: float = 10.0,
         max_backoff_s: float = 5.0,
+        token: str | None = None,
     ) -> None:
         self.url = url
         self.worker_id = worker_id
@@ -76,6 +77,7 @@ class DispatcherConnection:
         self.on_message = on_message
         self.ping_interval_s = ping_interval_s
         self.max_backoff_s = max_backoff_s
+        self.token = token
         self.state = ConnectionState.IDLE
         self.connections = 0
         self.opened = asyncio.Event()
@@ -136,9 +138,12 @@ class DispatcherConnection:
 
     async def _connect_loop(self, delays: Callable[[], Generator[float]]) -> None:
         self.state = ConnectionState.CONNECTING
+        headers = {"Worker-Id": self.worker_id}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         connector = websockets.connect(
             self.url,
-            additional_headers={"Worker-Id": self.worker_id},
+            additional_headers=headers,
             ping_interval=self.ping_interval_s,
             ping_timeout=self.ping_interval_s * 2,
             max_size=MAX_FRAME_BYTES,
@@ -155,7 +160,11 @@ class DispatcherConnection:
             try:
                 await self._session(ws)
             except ConnectionClosed as exc:
-                log.info("dispatcher connection closed: %s", exc)
+                if exc.rcvd is not None and exc.rcvd.code == POLICY_VIOLATION_CLOSE_CODE:
+                    # e.g. "invalid worker token": say so loudly, it will not fix itself.
+                    log.error("dispatcher refused this worker: %s", exc.rcvd.reason)
+                else:
+                    log.info("dispatcher connection closed: %s", exc)
             finally:
                 self._ws = None
                 self.opened.clear()

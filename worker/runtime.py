@@ -115,6 +115,7 @@ class Worker:
             on_message=self._on_message,
             ping_interval_s=self.config.ping_interval_s,
             max_backoff_s=self.config.reconnect_max_backoff_s,
+            token=self.config.worker_token,
         )
 
     # -- messages out --------------------------------------------------------
