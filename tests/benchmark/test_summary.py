@@ -41,14 +41,22 @@ def _result() -> BenchmarkResult:
         trace={"fingerprint": "abc"},
         bound={"policy": "belady", "cache_size": 4, "misses": 17, "compulsory": 5},
         lru_reference={"policy": "lru", "cache_size": 4, "misses": 30},
-        policies={"random": _policy("random", 60, 0.3, failed=2), "routed": _policy("routed", 24, 0.1)},
+        policies={
+            "random": _policy("random", 60, 0.3, failed=2),
+            "routed": _policy("routed", 24, 0.1),
+        },
     )
 
 
 @pytest.mark.parametrize(
     ("values", "q", "expected"),
-    [([1.0], 50, 1.0), ([1.0, 2.0, 3.0, 4.0], 50, 2.5), ([3.0, 1.0, 2.0], 100, 3.0),
-     (list(map(float, range(101))), 99, 99.0), ([5.0, 1.0], 0, 1.0)],
+    [
+        ([1.0], 50, 1.0),
+        ([1.0, 2.0, 3.0, 4.0], 50, 2.5),
+        ([3.0, 1.0, 2.0], 100, 3.0),
+        (list(map(float, range(101))), 99, 99.0),
+        ([5.0, 1.0], 0, 1.0),
+    ],
 )
 def test_percentile_table(values: list[float], q: float, expected: float) -> None:
     """Linear-interpolation percentiles match hand-computed values."""

@@ -1,0 +1,341 @@
+"""A local cluster for the benchmark and the demo: dispatcher, workers, uploader.
+
+`LocalCluster` starts each part as a child process (`python -m dispatcher`,
+`python -m worker`, `python -m uploader serve`, or one `python -m benchmark swarm`
+process holding many SIMULATED workers), each with its output in a log file of
+the run directory, waits until the dispatcher's `/health` answers and `/workers`
+lists every worker (polling: they are other processes), and stops everything
+(SIGTERM, then SIGKILL after a deadline) when the `with` block ends, also on an
+exception or Ctrl-C. Ports are chosen by the OS.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+import httpx
+
+from benchmark.errors import ClusterError, ClusterNotReady
+
+EngineName = Literal["simulated", "onnxruntime", "triton"]
+PolicyName = Literal["routed", "random"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Variables of the parent's environment that would override the flags we pass.
+_SCRUBBED_PREFIXES = ("DISPATCHER_", "WORKER_", "UPLOADER_")
+_SCRUBBED_NAMES = {"RANDOM_DISPATCH", "MODEL_REPOSITORY", "NUM_WORKERS"}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port the OS reports free on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The parent's environment without smart-routing settings, plus `extra`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(_SCRUBBED_PREFIXES) and k not in _SCRUBBED_NAMES
+    }
+    env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    env.update(extra or {})
+    return env
+
+
+class ProcessState(enum.Enum):
+    """Lifecycle of a supervised child process."""
+
+    RUNNING = "running"
+    STOPPING = "stopping"
+    EXITED = "exited"
+
+
+@dataclass
+class Child:
+    """One child process with its log file; stopped with SIGTERM, then SIGKILL."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    state: ProcessState = ProcessState.RUNNING
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        if self.popen.poll() is None:
+            return True
+        self.state = ProcessState.EXITED
+        return False
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last `lines` lines of the child's output."""
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def terminate(self) -> None:
+        """Send SIGTERM (once) if the process runs."""
+        if self.alive() and self.state is ProcessState.RUNNING:
+            self.state = ProcessState.STOPPING
+            self.popen.send_signal(signal.SIGTERM)
+
+    def wait_or_kill(self, timeout_s: float) -> int:
+        """Wait up to `timeout_s` for the exit, then SIGKILL; returns the exit code."""
+        try:
+            self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(10)
+        self.state = ProcessState.EXITED
+        return int(self.popen.returncode)
+
+
+def start_child(name: str, args: list[str], log_dir: Path, env: dict[str, str]) -> Child:
+    """Start `python <args>` in the repository root with output to `log_dir/name.log`."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("ab") as log_file:
+        popen = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            # Own session: a Ctrl-C in the terminal reaches only us; we stop children in order.
+            start_new_session=True,
+        )
+    return Child(name, popen, log_path)
+
+
+class ClusterState(enum.Enum):
+    """Lifecycle of a LocalCluster."""
+
+    NEW = "new"
+    STARTING = "starting"
+    READY = "ready"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+@dataclass
+class ClusterConfig:
+    """What to start. `swarm=True` runs the workers as SIMULATED ones in one process."""
+
+    run_dir: Path
+    workers: int = 2
+    capacity: int = 2
+    engine: EngineName = "simulated"
+    policy: PolicyName = "routed"
+    time_scale: float = 1.0
+    seed: int = 1
+    model_repository: Path | None = None
+    with_uploader: bool = False
+    swarm: bool = False
+    host: str = "127.0.0.1"
+    worker_prefix: str = "w-"
+    sim_costs: dict[str, float] = field(default_factory=dict)
+    dispatcher_args: list[str] = field(default_factory=list)
+    worker_args: list[str] = field(default_factory=list)
+    log_level: str = "warning"
+    ready_timeout_s: float = 60.0
+    stop_timeout_s: float = 20.0
+
+    def worker_ids(self) -> list[str]:
+        """The ids the workers register under."""
+        return [f"{self.worker_prefix}{i}" for i in range(self.workers)]
+
+
+class LocalCluster:
+    """Dispatcher + workers (+ uploader) as child processes; a context manager."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.state = ClusterState.NEW
+        self.children: list[Child] = []
+        self.dispatcher_port = 0
+        self.uploader_port = 0
+
+    @property
+    def base_url(self) -> str:
+        """The dispatcher's HTTP base URL."""
+        return f"http://{self.config.host}:{self.dispatcher_port}"
+
+    @property
+    def uploader_url(self) -> str | None:
+        """The uploader's base URL, when one runs."""
+        return f"http://{self.config.host}:{self.uploader_port}" if self.uploader_port else None
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- start ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every part and wait until the cluster is ready."""
+        if self.state is not ClusterState.NEW:
+            raise ClusterError(f"cannot start a cluster in state {self.state.value}")
+        self.state = ClusterState.STARTING
+        cfg = self.config
+        env = child_env()
+        if cfg.with_uploader:
+            if cfg.model_repository is None:
+                raise ClusterError("the uploader needs a model repository")
+            self.uploader_port = free_port(cfg.host)
+            self._spawn(
+                "uploader",
+                ["-m", "uploader", "serve", "--host", cfg.host, "--port", str(self.uploader_port)]
+                + ["--repository", str(cfg.model_repository)],
+                env,
+            )
+            self._wait_http(f"{self.uploader_url}/health", "the uploader's /health")
+        self.dispatcher_port = free_port(cfg.host)
+        dispatcher_args = ["-m", "dispatcher", "--host", cfg.host]
+        dispatcher_args += ["--port", str(self.dispatcher_port), "--policy", cfg.policy]
+        dispatcher_args += ["--log-level", cfg.log_level, "--seed", str(cfg.seed)]
+        if self.uploader_url:
+            dispatcher_args += ["--uploader-url", self.uploader_url]
+        self._spawn("dispatcher", dispatcher_args + cfg.dispatcher_args, env)
+        self._wait_http(f"{self.base_url}/health", "the dispatcher's /health")
+        ws_url = f"ws://{cfg.host}:{self.dispatcher_port}/worker-listen"
+        if cfg.swarm:
+            self._spawn("swarm", self._swarm_args(ws_url), env)
+        else:
+            for i, worker_id in enumerate(cfg.worker_ids()):
+                self._spawn(f"worker-{worker_id}", self._worker_args(ws_url, worker_id, i), env)
+        self._wait_workers()
+        self.state = ClusterState.READY
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
+        child = start_child(name, args, self.config.run_dir, env)
+        self.children.append(child)
+        return child
+
+    def _sim_args(self) -> list[str]:
+        args = []
+        for key, value in sorted(self.config.sim_costs.items()):
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        return args
+
+    def _worker_args(self, ws_url: str, worker_id: str, index: int) -> list[str]:
+        cfg = self.config
+        args = ["-m", "worker", "--dispatcher-url", ws_url, "--worker-id", worker_id]
+        args += ["--capacity", str(cfg.capacity), "--engine", cfg.engine]
+        args += ["--log-level", cfg.log_level]
+        if cfg.model_repository is not None:
+            args += ["--model-repository", str(cfg.model_repository)]
+        if cfg.engine == "simulated":
+            args += ["--time-scale", str(cfg.time_scale), "--seed", str(cfg.seed * 1000 + index)]
+            args += self._sim_args()
+        return args + cfg.worker_args
+
+    def _swarm_args(self, ws_url: str) -> list[str]:
+        cfg = self.config
+        args = ["-m", "benchmark", "swarm", "--dispatcher-url", ws_url]
+        args += ["--workers", str(cfg.workers), "--capacity", str(cfg.capacity)]
+        args += ["--worker-prefix", cfg.worker_prefix, "--time-scale", str(cfg.time_scale)]
+        args += ["--seed", str(cfg.seed)]
+        return args + self._sim_args()
+
+    def _check_alive(self) -> None:
+        for child in self.children:
+            if not child.alive():
+                raise ClusterError(
+                    f"{child.name} exited with code {child.popen.returncode} "
+                    f"(log {child.log_path}):\n{child.log_tail()}"
+                )
+
+    def _poll(self, predicate: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if predicate():
+                return
+            time.sleep(0.1)
+        tails = "\n".join(f"--- {c.name} ({c.log_path}):\n{c.log_tail(15)}" for c in self.children)
+        raise ClusterNotReady(
+            f"timed out after {self.config.ready_timeout_s:.0f}s waiting for {what}\n{tails}"
+        )
+
+    def _wait_http(self, url: str, what: str) -> None:
+        def ok() -> bool:
+            try:
+                return httpx.get(url, timeout=2.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        self._poll(ok, what)
+
+    def registered_workers(self) -> list[str]:
+        """The worker ids the dispatcher lists at `/workers` now."""
+        answer = httpx.get(f"{self.base_url}/workers", timeout=5.0)
+        answer.raise_for_status()
+        return list(answer.json()["workers"])
+
+    def _wait_workers(self) -> None:
+        expected = set(self.config.worker_ids())
+
+        def all_registered() -> bool:
+            try:
+                return expected <= set(self.registered_workers())
+            except (httpx.HTTPError, KeyError, ValueError):
+                return False
+
+        self._poll(all_registered, f"all {len(expected)} workers at /workers")
+
+    # -- stop ----------------------------------------------------------------
+
+    def check_alive(self) -> None:
+        """Raise ClusterError with the log tail if a child process has died."""
+        self._check_alive()
+
+    def stop(self) -> dict[str, int]:
+        """Stop workers first, then the dispatcher, then the uploader; exit codes by name."""
+        if self.state in (ClusterState.STOPPED, ClusterState.STOPPING):
+            return {}
+        self.state = ClusterState.STOPPING
+        codes: dict[str, int] = {}
+        groups = [
+            [c for c in self.children if c.name.startswith(("worker-", "swarm"))],
+            [c for c in self.children if c.name == "dispatcher"],
+            [c for c in self.children if c.name == "uploader"],
+        ]
+        for group in groups:
+            for child in group:  # SIGTERM the whole group, then wait: they stop in parallel.
+                child.terminate()
+            for child in group:
+                codes[child.name] = child.wait_or_kill(self.config.stop_timeout_s)
+        self.state = ClusterState.STOPPED
+        return codes
+
+    def log_tails(self, lines: int = 20) -> str:
+        """The last lines of every child's log, for error reports."""
+        return "\n".join(
+            f"--- {c.name} ({c.log_path}):\n{c.log_tail(lines)}" for c in self.children
+        )

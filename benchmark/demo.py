@@ -1,0 +1,188 @@
+"""`python -m benchmark demo`: the project's main command, end to end on real parts.
+
+Starts the uploader, the dispatcher and two workers with the real Triton engine,
+uploads sentence-transformers/all-MiniLM-L6-v2 through the dispatcher's
+`POST /upload-model`, runs a real `embed_texts` task with `POST /run-task`, checks
+the answer (384-dimensional unit vectors), prints the request, the answer and
+curl examples, then exits 0, or stays up with `--keep-running` until Ctrl-C. Any
+failing step raises DemoError with the log tail of every process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmark.cluster import ClusterConfig, LocalCluster
+from benchmark.errors import ClusterError, DemoError
+
+MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+DIMENSION = 384
+TEXTS = [
+    "Smart routing sends each task to a worker that already holds its model.",
+    "Loading a model costs far more than running it.",
+]
+
+
+@dataclass
+class DemoConfig:
+    """Options of the demo."""
+
+    workers: int = 2
+    keep_running: bool = False
+    engine: str = "triton"
+    run_dir: Path | None = None
+    ready_timeout_s: float = 180.0
+    worker_args: list[str] = field(default_factory=list)
+
+
+def step(message: str) -> None:
+    """Print one progress line of the demo."""
+    print(f"==> {message}", flush=True)
+
+
+def check_embeddings(answer: dict[str, Any], n_texts: int) -> list[float]:
+    """Check a /run-task answer holds `n_texts` unit vectors of 384 floats; their norms."""
+    result = answer.get("result")
+    if answer.get("status") != "completed" or not isinstance(result, dict):
+        raise DemoError(f"the task did not complete: {json.dumps(answer)[:500]}")
+    vectors = result.get("embeddings")
+    if not isinstance(vectors, list) or len(vectors) != n_texts:
+        raise DemoError(f"expected {n_texts} embeddings, got {str(vectors)[:200]}")
+    norms = []
+    for vector in vectors:
+        if not isinstance(vector, list) or len(vector) != DIMENSION:
+            size = len(vector) if isinstance(vector, list) else "no list"
+            raise DemoError(f"expected {DIMENSION} floats per embedding, got {size}")
+        norm = math.sqrt(sum(float(x) * float(x) for x in vector))
+        if abs(norm - 1.0) > 1e-3:
+            raise DemoError(f"embedding is not unit length: norm {norm:.6f}")
+        norms.append(norm)
+    return norms
+
+
+def _short(answer: dict[str, Any]) -> str:
+    shown = json.loads(json.dumps(answer))
+    vectors = shown.get("result", {}).get("embeddings", [])
+    shown["result"]["embeddings"] = [
+        [round(x, 5) for x in v[:4]] + [f"... {len(v) - 4} more"] for v in vectors
+    ]
+    return json.dumps(shown, indent=2)
+
+
+def _post(client: httpx.Client, path: str, body: dict[str, Any], timeout: float) -> Any:
+    try:
+        response = client.post(path, json=body, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise DemoError(f"POST {path} failed: {exc!r}") from exc
+    if response.status_code != 200:
+        raise DemoError(f"POST {path} answered {response.status_code}: {response.text[:1000]}")
+    return response.json()
+
+
+def _curl_examples(base: str, label: str) -> str:
+    body = json.dumps(
+        {
+            "task_type": "embed_texts",
+            "label": label,
+            "parameters_json": json.dumps({"texts": ["hello"]}),
+        }
+    )
+    return "\n".join(
+        [
+            f"  curl {base}/health",
+            f"  curl {base}/workers",
+            f"  curl {base}/labels",
+            f"  curl {base}/stats",
+            f"  curl -X POST {base}/run-task -H 'Content-Type: application/json' \\",
+            f"       -d '{body}'",
+        ]
+    )
+
+
+def _demo_steps(cluster: LocalCluster, cfg: DemoConfig) -> None:
+    base = cluster.base_url
+    with httpx.Client(base_url=base) as client:
+        health = client.get("/health").json()
+        workers = client.get("/workers").json()
+        step(f"dispatcher {base} healthy {health}; workers {workers['workers']}")
+        upload = {"model_id": MODEL_ID, "max_batch_size": 32, "overwrite": False}
+        step(f"POST /upload-model {json.dumps(upload)} (converts to ONNX and validates; ~1 min)")
+        started = time.monotonic()
+        uploaded = _post(client, "/upload-model", upload, timeout=600.0)
+        if uploaded.get("status") != "success" or not uploaded.get("model_name"):
+            raise DemoError(f"upload did not succeed: {uploaded}")
+        label = str(uploaded["model_name"])
+        step(f"uploaded as label {label!r} in {time.monotonic() - started:.1f}s: {uploaded}")
+        body = {
+            "task_id": f"demo-{int(time.time())}",
+            "task_type": "embed_texts",
+            "label": label,
+            "parameters_json": json.dumps({"texts": TEXTS}),
+        }
+        step("POST /run-task\n" + json.dumps(body, indent=2))
+        started = time.monotonic()
+        answer = _post(client, "/run-task", body, timeout=300.0)
+        elapsed = time.monotonic() - started
+        norms = check_embeddings(answer, len(TEXTS))
+        step(f"answer in {elapsed:.2f}s (first call loads the model):\n{_short(answer)}")
+        step(f"checked: {len(norms)} embeddings of {DIMENSION} floats, norms {norms}")
+        again = _post(client, "/run-task", {**body, "task_id": body["task_id"] + "-2"}, 120.0)
+        check_embeddings(again, len(TEXTS))
+        step(
+            f"second call: worker {again.get('worker_id')}, label miss {again.get('label_miss')}, "
+            f"timings {again.get('timings_ms')}"
+        )
+        step(f"labels now: {client.get('/labels').json()}")
+    print("\nTry it yourself while the cluster runs (--keep-running):")
+    print(_curl_examples(base, label))
+
+
+def run_demo(cfg: DemoConfig) -> int:
+    """Run the demo; 0 on success, DemoError (with log tails) on any failure."""
+    run_dir = cfg.run_dir or Path(tempfile.mkdtemp(prefix="smartrouting-demo-"))
+    repo = run_dir / "models"
+    repo.mkdir(parents=True, exist_ok=True)
+    step(f"run directory {run_dir} (logs, model repository)")
+    step(f"starting uploader, dispatcher and {cfg.workers} {cfg.engine} workers")
+    cluster_cfg = ClusterConfig(
+        run_dir=run_dir / "logs",
+        workers=cfg.workers,
+        capacity=2,
+        engine=cfg.engine,  # type: ignore[arg-type]
+        policy="routed",
+        model_repository=repo,
+        with_uploader=True,
+        log_level="info",
+        ready_timeout_s=cfg.ready_timeout_s,
+        stop_timeout_s=30.0,
+        worker_args=list(cfg.worker_args),
+    )
+    cluster = LocalCluster(cluster_cfg)
+    try:
+        with cluster:
+            step(f"cluster ready: dispatcher {cluster.base_url}, uploader {cluster.uploader_url}")
+            try:
+                _demo_steps(cluster, cfg)
+            except DemoError as exc:
+                raise DemoError(f"{exc}\n\nlog tails:\n{cluster.log_tails()}") from exc
+            if cfg.keep_running:
+                step("running; press Ctrl-C to stop")
+                try:
+                    while True:
+                        cluster.check_alive()
+                        time.sleep(1.0)
+                except KeyboardInterrupt:
+                    pass  # Ctrl-C (or SIGTERM) is how --keep-running is meant to end
+            step("stopping the cluster")
+    except ClusterError as exc:
+        raise DemoError(f"the cluster failed: {exc}") from exc
+    step("demo passed")
+    return 0
