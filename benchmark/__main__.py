@@ -146,6 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="real Triton cluster + real embedding request")
     demo.add_argument("--workers", type=int, default=int(os.environ.get("NUM_WORKERS") or 2))
     demo.add_argument("--keep-running", action="store_true", help="stay up until Ctrl-C")
+    demo.add_argument(
+        "--dispatcher-port",
+        type=int,
+        default=int(os.environ.get("DISPATCHER_PORT") or 0),
+        help="port of the dispatcher (DISPATCHER_PORT; default: a free one)",
+    )
     demo.add_argument("--engine", choices=["triton", "onnxruntime"], default="triton")
     demo.add_argument("--run-dir", type=Path, default=None)
     demo.add_argument("--ready-timeout-s", type=float, default=180.0)
@@ -171,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 run_dir=ns.run_dir,
                 ready_timeout_s=ns.ready_timeout_s,
                 worker_args=list(ns.worker_arg),
+                dispatcher_port=ns.dispatcher_port,
             )
         )
     except BenchmarkError as exc:

@@ -146,6 +146,8 @@ class ClusterConfig:
     with_uploader: bool = False
     swarm: bool = False
     host: str = "127.0.0.1"
+    #: Port of the dispatcher; 0 lets the OS pick a free one.
+    dispatcher_port: int = 0
     worker_prefix: str = "w-"
     sim_costs: dict[str, float] = field(default_factory=dict)
     dispatcher_args: list[str] = field(default_factory=list)
@@ -215,7 +217,7 @@ class LocalCluster:
                 env,
             )
             self._wait_http(f"{self.uploader_url}/health", "the uploader's /health")
-        self.dispatcher_port = free_port(cfg.host)
+        self.dispatcher_port = cfg.dispatcher_port or free_port(cfg.host)
         dispatcher_args = ["-m", "dispatcher", "--host", cfg.host]
         dispatcher_args += ["--port", str(self.dispatcher_port), "--policy", cfg.policy]
         dispatcher_args += ["--log-level", cfg.log_level, "--seed", str(cfg.seed)]

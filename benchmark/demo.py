@@ -41,6 +41,7 @@ class DemoConfig:
     run_dir: Path | None = None
     ready_timeout_s: float = 180.0
     worker_args: list[str] = field(default_factory=list)
+    dispatcher_port: int = 0
 
 
 def step(message: str) -> None:
@@ -164,6 +165,7 @@ def run_demo(cfg: DemoConfig) -> int:
         ready_timeout_s=cfg.ready_timeout_s,
         stop_timeout_s=30.0,
         worker_args=list(cfg.worker_args),
+        dispatcher_port=cfg.dispatcher_port,
     )
     cluster = LocalCluster(cluster_cfg)
     try:

@@ -2,8 +2,7 @@
 
 The conversion runs once and is cached across test runs in a directory keyed by a hash
 of the converter's source (`$SMARTROUTING_CACHE_DIR`, default `var/test-cache/`).
-It uses `uploader.convert.convert_model` when the uploader provides it, else the
-fallback exporter in `_export_fallback.py`.
+It uses the uploader's converter, `uploader.convert.convert_model`.
 """
 
 from __future__ import annotations
@@ -40,14 +39,9 @@ TEXTS = [
 
 
 def _converter() -> tuple[Callable[..., Any], str]:
-    """The uploader's converter when importable, else the fallback (and its name)."""
-    for module_name in ("uploader.convert", "tests.worker._export_fallback"):
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        return module.convert_model, module_name
-    raise RuntimeError("no converter available")
+    """The uploader's converter and its module name."""
+    module_name = "uploader.convert"
+    return importlib.import_module(module_name).convert_model, module_name
 
 
 def _copy_label(base: Path, target: Path) -> None:
@@ -73,12 +67,7 @@ def model_repository() -> Path:
     # Key the cache by every source file next to the converter (uploader/*.py, templates).
     digest = hashlib.sha256(source_name.encode())
     package_dir = Path(module.__file__).parent
-    if package_dir.name == "worker":  # the fallback: just its own file
-        sources = [module.__file__]
-    else:
-        sources = sorted(
-            str(p) for p in package_dir.rglob("*") if p.is_file() and p.suffix != ".pyc"
-        )
+    sources = sorted(str(p) for p in package_dir.rglob("*") if p.is_file() and p.suffix != ".pyc")
     for path in sources:
         digest.update(Path(path).read_bytes())
     key = digest.hexdigest()[:16]
