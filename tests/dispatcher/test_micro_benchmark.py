@@ -22,6 +22,7 @@ def test_micro_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     code = dispatcher_micro.main(
         ["--requests", "60", "--warmup", "10", "--concurrency", "4", "--workers", "2"]
         + ["--slots", "2", "--decision-iterations", "50", "--json-out", str(out)]
+        + ["--paced-rate", "400"]
     )
     assert code == 0
     report = json.loads(out.read_text())
@@ -29,7 +30,11 @@ def test_micro_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     assert {(r["endpoint"], r["client"]) for r in runs} == {
         ("/health", "AsyncClient"), ("/run-task", "AsyncClient"),
         ("/health", "RawClient"), ("/run-task", "RawClient"),
+        ("/health", "RawClient@400/s"), ("/run-task", "RawClient@400/s"),
     }  # fmt: skip
+    paced = [r for r in runs if r["client"] == "RawClient@400/s"]
+    # 60 requests paced at 400/s cannot finish in much less than 60/400 s.
+    assert all(r["seconds"] >= 0.9 * 60 / 400 for r in paced)
     assert all(r["failed"] == 0 and r["requests"] > 0 for r in runs)
     assert [d["workers"] for d in report["decisions"]] == [10, 1000, 10_000]
     assert set(report["decision_cost_ratio_1000_vs_10"]) == {"place_hit", "place_load", "next_for"}
