@@ -178,6 +178,36 @@ class ProcessFactory:
         self.children.append(child)
         return child
 
+    def dispatcher(
+        self, port: int, *args: str, name: str = "dispatcher", env: dict[str, str] | None = None
+    ) -> ChildProcess:
+        """`python -m dispatcher` on 127.0.0.1:`port`; returns once its /health answers."""
+        child = self.python_module(
+            name, "dispatcher", "--host", "127.0.0.1", "--port", str(port), *args, env=env
+        )
+        wait_for_http(f"http://127.0.0.1:{port}/health", timeout=30)
+        return child
+
+    def worker(
+        self,
+        ws_url: str,
+        worker_id: str,
+        *args: str,
+        name: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> ChildProcess:
+        """`python -m worker` connecting to `ws_url` as `worker_id`; the engine etc. in `args`."""
+        return self.python_module(
+            name or worker_id,
+            "worker",
+            "--dispatcher-url",
+            ws_url,
+            "--worker-id",
+            worker_id,
+            *args,
+            env=env,
+        )
+
     def close(self) -> None:
         for child in reversed(self.children):
             child.stop()

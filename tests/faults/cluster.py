@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import ChildProcess, ProcessFactory, free_port, scaled, wait_for_http, wait_until
+from tests.support import ChildProcess, ProcessFactory, free_port, scaled, wait_until
 
 #: Set SMARTROUTING_SOAK=1 for the long versions (run by `task soak`).
 SOAK = os.environ.get("SMARTROUTING_SOAK", "").strip().lower() in ("1", "true", "yes")
@@ -83,13 +83,8 @@ class SimCluster:
         """Start (or restart) the dispatcher on the cluster's port; waits for /health."""
         self.port = self.port or free_port()
         self.restarts += 1
-        self.dispatcher = self.processes.python_module(
-            f"dispatcher-{self.restarts}",
-            "dispatcher",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
+        self.dispatcher = self.processes.dispatcher(
+            self.port,
             "--log-level",
             "warning",
             "--ws-ping-interval-s",
@@ -98,9 +93,9 @@ class SimCluster:
             "2",
             *self.dispatcher_args,
             *extra,
+            name=f"dispatcher-{self.restarts}",
             env=env,
         )
-        wait_for_http(f"{self.url}/health", timeout=30)
         return self.dispatcher
 
     def kill_dispatcher(self) -> None:
@@ -117,12 +112,8 @@ class SimCluster:
         env: dict[str, str] | None = None,
     ) -> ChildProcess:
         """Start `python -m worker` (simulated engine unless told) connecting to the cluster."""
-        child = self.processes.python_module(
-            f"{worker_id}-{len(self.processes.children)}",
-            "worker",
-            "--dispatcher-url",
+        child = self.processes.worker(
             self.ws_url,
-            "--worker-id",
             worker_id,
             "--engine",
             engine,
@@ -135,6 +126,7 @@ class SimCluster:
             "--ping-interval-s",
             "1",
             *extra,
+            name=f"{worker_id}-{len(self.processes.children)}",
             env={"HF_HUB_OFFLINE": "1", **(env or {})},
         )
         self.workers[worker_id] = child

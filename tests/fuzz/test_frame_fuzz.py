@@ -46,12 +46,8 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDispatch
     running = start_dispatcher(Config(task_timeout_s=10.0, hello_timeout_s=2.0))
     processes = ProcessFactory(log_dir=Path(tmp))
     try:
-        processes.python_module(
-            "worker",
-            "worker",
-            "--dispatcher-url",
+        processes.worker(
             running.ws_url,
-            "--worker-id",
             "steady",
             "--engine",
             "simulated",

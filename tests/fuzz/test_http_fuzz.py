@@ -52,12 +52,8 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDispatch
     )
     processes = ProcessFactory(log_dir=Path(tmp))
     try:
-        processes.python_module(
-            "worker",
-            "worker",
-            "--dispatcher-url",
+        processes.worker(
             running.ws_url,
-            "--worker-id",
             "fuzz-worker",
             "--engine",
             "simulated",

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support import ProcessFactory, free_port, run_server, wait_for_http, wait_until
+from tests.support import ProcessFactory, free_port, run_server, wait_until
 from tests.uploader.fixtures import MINILM_NAME
 from tests.uploader.triton import pytriton_dir
 from uploader.service import create_app
@@ -45,23 +45,9 @@ def test_upload_then_embed_through_the_dispatcher(
     with run_server(create_app(repo)) as uploader:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        dispatcher = processes.python_module(
-            "dispatcher",
-            "dispatcher",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--uploader-url",
-            uploader.base_url,
-        )
-        wait_for_http(f"{base}/health")
-        worker = processes.python_module(
-            "worker",
-            "worker",
-            "--dispatcher-url",
+        dispatcher = processes.dispatcher(port, "--uploader-url", uploader.base_url)
+        worker = processes.worker(
             f"ws://127.0.0.1:{port}/worker-listen",
-            "--worker-id",
             "upload-e2e",
             "--engine",
             "triton",

@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support import ChildProcess, ProcessFactory, free_port, wait_for_http, wait_until
+from tests.support import ChildProcess, ProcessFactory, free_port, wait_until
 from tests.worker.conftest import LABELS, TEXTS
 
 pytestmark = pytest.mark.slow
@@ -44,25 +44,11 @@ class Cluster:
 
     def start_dispatcher(self) -> None:
         self.port = self.port or free_port()
-        self.dispatcher = self.processes.python_module(
-            "dispatcher",
-            "dispatcher",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "info",
-        )
-        wait_for_http(f"{self.url}/health", timeout=30)
+        self.dispatcher = self.processes.dispatcher(self.port, "--log-level", "info")
 
     def start_worker(self, worker_id: str) -> ChildProcess:
-        child = self.processes.python_module(
-            worker_id,
-            "worker",
-            "--dispatcher-url",
+        child = self.processes.worker(
             f"ws://127.0.0.1:{self.port}/worker-listen",
-            "--worker-id",
             worker_id,
             "--engine",
             self.engine,
