@@ -1,127 +1,329 @@
 """`python -m benchmark`: run | demo | swarm | dispatcher-micro.
 
-`run` compares random and routed dispatch on one seeded trace (DESIGN.md section
-8); `demo` is the project's main command (a real Triton cluster answering a real
+`run` compares random and routed dispatch on one seeded trace (docs/architecture.md);
+`demo` is the project's main command (a real Triton cluster answering a real
 embedding request); `swarm` runs many SIMULATED workers in one process (scale
 runs); `dispatcher-micro` is the dispatcher's micro-benchmark.
 
-Environment: `NUM_WORKERS` is the default of `--workers`; `RANDOM_DISPATCH=true`
-selects `--dispatch random`, `RANDOM_DISPATCH=false` `--dispatch routed` (unset:
-both), as in the original system.
+Each subcommand's options are one dataclass below (smartrouting.config derives the flags);
+every flag has an environment variable `BENCHMARK_<COMMAND>_<FIELD>`, and `--help` of each
+subcommand shows the defaults. As in the original system, `NUM_WORKERS` is the default of
+`--workers` (run, demo), and `RANDOM_DISPATCH=true` selects `--dispatch random`,
+`RANDOM_DISPATCH=false` `--dispatch routed` (unset: both).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import cast
+from typing import Any, ClassVar, Literal
 
+from benchmark.cluster import EngineName, PolicyName
 from benchmark.errors import BenchmarkError
+from benchmark.producers import SubmitMode
+from benchmark.swarm import FALLBACK_COSTS, default_costs
+from benchmark.trace import Distribution, Mode
+from smartrouting import config as toolkit
+from smartrouting.config import setting
 
+Dispatch = Literal["random", "routed", "both"]
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+_SIM = "the simulated engine's measured cost"
 
 
-def _default_dispatch() -> str:
-    value = os.environ.get("RANDOM_DISPATCH", "").strip().lower()
-    if value in _TRUE:
+@dataclass(frozen=True)
+class RunArgs:
+    """`run`: random versus routed dispatch on one seeded trace."""
+
+    env_prefix: ClassVar[str] = "BENCHMARK_RUN_"
+
+    workers: int = setting(
+        2, "workers in the cluster", env=("BENCHMARK_RUN_WORKERS", "NUM_WORKERS")
+    )
+    capacity: int = setting(2, "labels each worker keeps loaded")
+    engine: EngineName = setting("simulated", "engine of the workers")
+    labels: int = setting(5, "distinct labels (models) in the trace")
+    distribution: Distribution = setting("uniform", "how labels are drawn")
+    zipf_s: float = setting(1.1, "exponent of the zipf distribution")
+    requests: int = setting(2400, "requests in the trace")
+    producers: int = setting(2, "concurrent producers")
+    wait_avg: float = setting(2.5, "closed loop: mean think time between requests, s")
+    wait_stddev: float = setting(1.0, "closed loop: think time stddev, s")
+    mode: Mode = setting("closed", "closed: producers wait for answers; open: a fixed rate")
+    rate: float = setting(10.0, "open loop: requests/s (wall clock)")
+    dispatch: Dispatch = setting(
+        "both", "policies to run on the same trace (RANDOM_DISPATCH=true/false: random/routed)"
+    )
+    time_scale: float = setting(0.05, "multiplies think times and simulated costs (1 = real time)")
+    seed: int = setting(1, "seed of the trace and the simulated costs")
+    submit: SubmitMode = setting("sync", "sync: POST /run-task; async: POST /tasks, then poll")
+    out: Path | None = setting(
+        None,
+        "results directory",
+        shown_default="benchmark-results/<engine>-<workers>w-<labels>l-<distribution>-<mode>-"
+        "<requests>r",
+    )
+    dispatcher_url: str | None = setting(None, "use this running dispatcher, start nothing")
+    swarm: bool = setting(False, "run the workers as SIMULATED ones inside one process")
+    model_repository: Path | None = setting(
+        None, "model repository of the workers", shown_default="<out>/models"
+    )
+    sim_load_ms: float | None = setting(None, "simulated mean load time, ms", shown_default=_SIM)
+    sim_load_stddev_ms: float | None = setting(
+        None, "simulated load time stddev, ms", shown_default=_SIM
+    )
+    sim_run_ms: float | None = setting(None, "simulated mean run time, ms", shown_default=_SIM)
+    sim_run_stddev_ms: float | None = setting(
+        None, "simulated run time stddev, ms", shown_default=_SIM
+    )
+    dispatcher_args: tuple[str, ...] = setting(
+        (),
+        "extra flag for `python -m dispatcher` (repeatable; whitespace-separated in the variable)",
+        flag="--dispatcher-arg",
+        repeat=True,
+        sep=None,
+    )
+    progress: bool = setting(True, "print progress while the run goes")
+    ready_timeout_s: float = setting(120.0, "how long the cluster may take to be ready")
+
+    def __post_init__(self) -> None:
+        if self.swarm and self.engine != "simulated":
+            raise ValueError("--swarm runs simulated workers: use --engine simulated")
+
+
+@dataclass(frozen=True)
+class DemoArgs:
+    """`demo`: a real Triton cluster answering a real embedding request."""
+
+    env_prefix: ClassVar[str] = "BENCHMARK_DEMO_"
+
+    workers: int = setting(
+        2, "workers in the cluster", env=("BENCHMARK_DEMO_WORKERS", "NUM_WORKERS")
+    )
+    keep_running: bool = setting(False, "stay up until Ctrl-C")
+    dispatcher_port: int = setting(
+        0,
+        "port of the dispatcher; 0: a free one",
+        env=("BENCHMARK_DEMO_DISPATCHER_PORT", "DISPATCHER_PORT"),
+    )
+    engine: Literal["triton", "onnxruntime"] = setting("triton", "engine of the workers")
+    run_dir: Path | None = setting(
+        None, "directory for logs and the model repository", shown_default="a new temporary one"
+    )
+    ready_timeout_s: float = setting(180.0, "how long the cluster may take to be ready")
+    worker_args: tuple[str, ...] = setting(
+        (),
+        "extra flag for `python -m worker` (repeatable; whitespace-separated in the variable)",
+        flag="--worker-arg",
+        repeat=True,
+        sep=None,
+    )
+
+
+@dataclass(frozen=True)
+class SwarmArgs:
+    """`swarm`: many SIMULATED workers in one process (see benchmark/swarm.py)."""
+
+    env_prefix: ClassVar[str] = "BENCHMARK_SWARM_"
+
+    dispatcher_url: str = setting(
+        "ws://127.0.0.1:8080/worker-listen", "websocket URL of the dispatcher's /worker-listen"
+    )
+    workers: int = setting(200, "simulated workers")
+    capacity: int = setting(2, "labels each worker keeps loaded")
+    worker_prefix: str = setting("w-", "prefix of the worker ids")
+    time_scale: float = setting(1.0, "multiplies simulated costs (1 = real time)")
+    seed: int = setting(1, "seed of the simulated costs")
+    # Defaults replaced at start-up by the worker's simulated-engine ones (default_costs).
+    sim_load_ms: float = setting(FALLBACK_COSTS["sim_load_ms"], "mean load time, ms")
+    sim_load_stddev_ms: float = setting(FALLBACK_COSTS["sim_load_stddev_ms"], "load stddev, ms")
+    sim_run_ms: float = setting(FALLBACK_COSTS["sim_run_ms"], "mean run time, ms")
+    sim_run_stddev_ms: float = setting(FALLBACK_COSTS["sim_run_stddev_ms"], "run stddev, ms")
+
+
+@dataclass(frozen=True)
+class MicroArgs:
+    """`dispatcher-micro`: the dispatcher's micro-benchmark (benchmark/dispatcher_micro.py)."""
+
+    env_prefix: ClassVar[str] = "BENCHMARK_MICRO_"
+
+    dispatcher_url: str | None = setting(None, "measure this running dispatcher, start none")
+    policy: PolicyName = setting("routed", "routing policy of the started dispatcher")
+    workers: int = setting(4, "no-op workers")
+    slots: int = setting(16, "task slots per no-op worker")
+    labels: int = setting(4, "labels, uniform over tasks")
+    concurrency: int = setting(64, "concurrent callers")
+    requests: int = setting(4000, "requests per measurement")
+    paced_rates: tuple[float, ...] = setting(
+        (500.0, 1000.0),
+        "also measure the callers paced to this total rate, req/s (repeatable)",
+        flag="--paced-rate",
+        repeat=True,
+    )
+    warmup: int = setting(500, "requests before measuring")
+    decision_iterations: int = setting(20_000, "timeit iterations of one routing decision")
+    skip_http: bool = setting(False, "only measure the decision cost")
+    json_out: Path | None = setting(None, "write the results as JSON here")
+
+
+_COMMANDS: dict[str, tuple[type[Any], str]] = {
+    "run": (RunArgs, "random versus routed dispatch on one seeded trace"),
+    "demo": (DemoArgs, "real Triton cluster + real embedding request"),
+    "swarm": (SwarmArgs, "many SIMULATED workers in one process"),
+    "dispatcher-micro": (MicroArgs, "the dispatcher's micro-benchmark"),
+}
+
+
+def _default_dispatch(environ: Mapping[str, str] | None = None) -> Dispatch:
+    """`--dispatch` as RANDOM_DISPATCH asks: true → random, false → routed, unset → both."""
+    value = (os.environ if environ is None else environ).get("RANDOM_DISPATCH", "")
+    if value.strip().lower() in _TRUE:
         return "random"
-    if value in _FALSE:
+    if value.strip().lower() in _FALSE:
         return "routed"
     return "both"
 
 
-def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("run", help="random versus routed dispatch on one seeded trace")
-    p.add_argument("--workers", type=int, default=int(os.environ.get("NUM_WORKERS") or 2))
-    p.add_argument("--capacity", type=int, default=2)
-    p.add_argument("--engine", choices=["simulated", "onnxruntime", "triton"], default="simulated")
-    p.add_argument("--labels", type=int, default=5)
-    p.add_argument("--distribution", choices=["uniform", "zipf"], default="uniform")
-    p.add_argument("--zipf-s", type=float, default=1.1)
-    p.add_argument("--requests", type=int, default=2400)
-    p.add_argument("--producers", type=int, default=2)
-    p.add_argument("--wait-avg", type=float, default=2.5)
-    p.add_argument("--wait-stddev", type=float, default=1.0)
-    p.add_argument("--mode", choices=["closed", "open"], default="closed")
-    p.add_argument("--rate", type=float, default=10.0, help="open loop: requests/s (wall clock)")
-    p.add_argument("--dispatch", choices=["random", "routed", "both"], default=_default_dispatch())
-    p.add_argument(
-        "--time-scale",
-        type=float,
-        default=0.05,
-        help="multiplies think times and simulated costs (1 = real time)",
-    )
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--submit", choices=["sync", "async"], default="sync")
-    p.add_argument("--out", type=Path, default=None, help="results directory")
-    p.add_argument("--dispatcher-url", default=None, help="use this dispatcher, start nothing")
-    p.add_argument(
-        "--swarm",
-        action="store_true",
-        help="run the workers as SIMULATED ones inside one process (scale runs)",
-    )
-    p.add_argument("--model-repository", type=Path, default=None)
-    for flag in ("sim-load-ms", "sim-load-stddev-ms", "sim-run-ms", "sim-run-stddev-ms"):
-        p.add_argument(f"--{flag}", type=float, default=None, help="simulated cost override")
-    p.add_argument(
-        "--dispatcher-arg",
-        action="append",
-        default=[],
-        help="extra flag for `python -m dispatcher` (repeatable)",
-    )
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--ready-timeout-s", type=float, default=120.0)
+def _start_up_defaults(
+    environ: Mapping[str, str] | None = None,
+) -> dict[type[Any], Mapping[str, Any]]:
+    # RANDOM_DISPATCH picks run's default policies; the swarm's costs are the worker's own.
+    return {
+        RunArgs: {"dispatch": _default_dispatch(environ)},
+        SwarmArgs: default_costs(),
+    }
 
 
-def _cmd_run(ns: argparse.Namespace) -> int:
+def build_parsers(
+    defaults: Mapping[type[Any], Mapping[str, Any]] | None = None,
+) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and the parser of each subcommand, by name.
+
+    `defaults`: per options class, the defaults computed at start-up (_start_up_defaults).
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    defaults = _start_up_defaults() if defaults is None else defaults
+    subparsers = {}
+    for name, (cls, summary) in _COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=cls.__doc__)
+        subparsers[name] = toolkit.add_arguments(sub, cls, defaults=defaults.get(cls))
+    return parser, subparsers
+
+
+def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Any:
+    """The options of the chosen subcommand (RunArgs, DemoArgs, ...); exits 2 on a bad one."""
+    defaults = _start_up_defaults(environ)
+    parser, subparsers = build_parsers(defaults)
+    flags = vars(parser.parse_args(argv))
+    cls = _COMMANDS[flags["command"]][0]
+    try:
+        return toolkit.load(cls, flags, environ, defaults=defaults.get(cls))
+    except toolkit.ConfigError as exc:
+        toolkit.fail(subparsers[flags["command"]], exc)
+
+
+def _cmd_run(args: RunArgs) -> int:
     from benchmark.runner import RunConfig, policies_of, run_benchmark
     from benchmark.summary import render
 
-    if ns.swarm and ns.engine != "simulated":
-        raise SystemExit("--swarm runs simulated workers: use --engine simulated")
-    name = f"{ns.engine}-{ns.workers}w-{ns.labels}l-{ns.distribution}-{ns.mode}-{ns.requests}r"
-    out = ns.out or Path("benchmark-results") / name
+    name = f"{args.engine}-{args.workers}w-{args.labels}l-{args.distribution}-{args.mode}"
+    out = args.out or Path("benchmark-results") / f"{name}-{args.requests}r"
     sim_costs = {
-        key: getattr(ns, key)
+        key: value
         for key in ("sim_load_ms", "sim_load_stddev_ms", "sim_run_ms", "sim_run_stddev_ms")
-        if getattr(ns, key) is not None
+        if (value := getattr(args, key)) is not None
     }
     cfg = RunConfig(
         out=out,
-        workers=ns.workers,
-        capacity=ns.capacity,
-        engine=ns.engine,
-        labels=ns.labels,
-        distribution=ns.distribution,
-        zipf_s=ns.zipf_s,
-        requests=ns.requests,
-        producers=ns.producers,
-        wait_avg=ns.wait_avg,
-        wait_stddev=ns.wait_stddev,
-        mode=ns.mode,
-        rate=ns.rate,
-        dispatch=policies_of(ns.dispatch),
-        time_scale=ns.time_scale,
-        seed=ns.seed,
-        submit=ns.submit,
-        dispatcher_url=ns.dispatcher_url,
-        swarm=ns.swarm,
-        model_repository=ns.model_repository,
+        workers=args.workers,
+        capacity=args.capacity,
+        engine=args.engine,
+        labels=args.labels,
+        distribution=args.distribution,
+        zipf_s=args.zipf_s,
+        requests=args.requests,
+        producers=args.producers,
+        wait_avg=args.wait_avg,
+        wait_stddev=args.wait_stddev,
+        mode=args.mode,
+        rate=args.rate,
+        dispatch=policies_of(args.dispatch),
+        time_scale=args.time_scale,
+        seed=args.seed,
+        submit=args.submit,
+        dispatcher_url=args.dispatcher_url,
+        swarm=args.swarm,
+        model_repository=args.model_repository,
         sim_costs=sim_costs,
-        dispatcher_args=list(ns.dispatcher_arg),
-        progress=not ns.no_progress,
-        ready_timeout_s=ns.ready_timeout_s,
+        dispatcher_args=list(args.dispatcher_args),
+        progress=args.progress,
+        ready_timeout_s=args.ready_timeout_s,
     )
     result = run_benchmark(cfg)
     print(render(result))
     print(f"\nresults: {out / 'results.json'}, {out / 'summary.txt'}, charts *.png in {out}")
     return 0
+
+
+def _cmd_demo(args: DemoArgs) -> int:
+    from benchmark.demo import DemoConfig, run_demo
+
+    return run_demo(
+        DemoConfig(
+            workers=args.workers,
+            keep_running=args.keep_running,
+            engine=args.engine,
+            run_dir=args.run_dir,
+            ready_timeout_s=args.ready_timeout_s,
+            worker_args=list(args.worker_args),
+            dispatcher_port=args.dispatcher_port,
+        )
+    )
+
+
+def _cmd_swarm(args: SwarmArgs) -> int:
+    from benchmark.swarm import SwarmConfig, run_swarm
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    config = SwarmConfig(
+        dispatcher_url=args.dispatcher_url,
+        workers=args.workers,
+        capacity=args.capacity,
+        worker_prefix=args.worker_prefix,
+        time_scale=args.time_scale,
+        seed=args.seed,
+        costs={key: getattr(args, key) for key in FALLBACK_COSTS},
+    )
+
+    async def serve() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await run_swarm(config, stop)
+
+    return asyncio.run(serve())
+
+
+def _cmd_micro(args: MicroArgs) -> int:
+    from benchmark import dispatcher_micro
+
+    # dispatcher_micro.main takes flags; pass on the ones that differ from the defaults.
+    return int(dispatcher_micro.main(toolkit.to_argv(args)) or 0)
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -131,55 +333,16 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m benchmark` and `smartrouting-benchmark`."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "dispatcher-micro":
-        from benchmark import dispatcher_micro
-
-        return int(dispatcher_micro.main(args[1:]) or 0)
-    if args and args[0] == "swarm":
-        from benchmark.swarm import main as swarm_main
-
-        return swarm_main(args[1:])
-    parser = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    _run_parser(sub)
-    demo = sub.add_parser("demo", help="real Triton cluster + real embedding request")
-    demo.add_argument("--workers", type=int, default=int(os.environ.get("NUM_WORKERS") or 2))
-    demo.add_argument("--keep-running", action="store_true", help="stay up until Ctrl-C")
-    demo.add_argument(
-        "--dispatcher-port",
-        type=int,
-        default=int(os.environ.get("DISPATCHER_PORT") or 0),
-        help="port of the dispatcher (DISPATCHER_PORT; default: a free one)",
-    )
-    demo.add_argument("--engine", choices=["triton", "onnxruntime"], default="triton")
-    demo.add_argument("--run-dir", type=Path, default=None)
-    demo.add_argument("--ready-timeout-s", type=float, default=180.0)
-    demo.add_argument(
-        "--worker-arg", action="append", default=[], help="extra flag for `python -m worker`"
-    )
-    sub.add_parser("swarm", help="many SIMULATED workers in one process (see --help there)")
-    sub.add_parser("dispatcher-micro", help="the dispatcher's micro-benchmark")
-    ns = parser.parse_args(args)
+    args = parse(argv)
+    if isinstance(args, SwarmArgs):
+        return _cmd_swarm(args)
+    if isinstance(args, MicroArgs):
+        return _cmd_micro(args)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     # A shell starts background jobs with SIGINT ignored; Ctrl-C must always stop us cleanly.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        if ns.command == "run":
-            return _cmd_run(ns)
-        from benchmark.demo import DemoConfig, run_demo
-
-        return run_demo(
-            DemoConfig(
-                workers=ns.workers,
-                keep_running=ns.keep_running,
-                engine=cast(str, ns.engine),
-                run_dir=ns.run_dir,
-                ready_timeout_s=ns.ready_timeout_s,
-                worker_args=list(ns.worker_arg),
-                dispatcher_port=ns.dispatcher_port,
-            )
-        )
+        return _cmd_run(args) if isinstance(args, RunArgs) else _cmd_demo(args)
     except BenchmarkError as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         return 1

@@ -13,12 +13,10 @@ package provides them.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
 import random
-import signal
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -31,7 +29,7 @@ from proto.frames import PROTOCOL_VERSION, decode_dispatcher_message, encode
 
 log = logging.getLogger("benchmark.swarm")
 
-# Fallbacks, measured on the real Triton of this machine (DESIGN.md section 6):
+# Fallbacks, measured on the real Triton of this machine (docs/architecture.md §6.4):
 # a load takes ~0.27 s, a batch-1 embedding a few ms (plus HTTP and tokenisation).
 FALLBACK_COSTS = {
     "sim_load_ms": 270.0,
@@ -224,37 +222,3 @@ async def run_swarm(config: SwarmConfig, stop: asyncio.Event | None = None) -> i
     total = sum(w.completed for w in workers)
     log.warning("swarm stopped: %d workers, %d tasks completed", len(workers), total)
     return 0 if stopper in done else 1
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m benchmark swarm`: many SIMULATED workers in one process."""
-    costs = default_costs()
-    p = argparse.ArgumentParser(prog="python -m benchmark swarm", description=__doc__)
-    p.add_argument("--dispatcher-url", default="ws://127.0.0.1:8080/worker-listen")
-    p.add_argument("--workers", type=int, default=200)
-    p.add_argument("--capacity", type=int, default=2)
-    p.add_argument("--worker-prefix", default="w-")
-    p.add_argument("--time-scale", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=1)
-    for key, value in costs.items():
-        p.add_argument(f"--{key.replace('_', '-')}", type=float, default=value)
-    ns = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    config = SwarmConfig(
-        dispatcher_url=ns.dispatcher_url,
-        workers=ns.workers,
-        capacity=ns.capacity,
-        worker_prefix=ns.worker_prefix,
-        time_scale=ns.time_scale,
-        seed=ns.seed,
-        costs={k: getattr(ns, k) for k in costs},
-    )
-
-    async def serve() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        return await run_swarm(config, stop)
-
-    return asyncio.run(serve())

@@ -8,17 +8,16 @@ import sys
 from collections.abc import Sequence
 
 from worker.config import parse_config
-from worker.errors import ConfigError, EngineUnavailableError
+from worker.errors import EngineUnavailableError
 from worker.runtime import serve
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse flags (over environment variables), run the worker, return its exit code."""
-    try:
-        config = parse_config(argv)
-    except ConfigError as exc:
-        print(f"worker: {exc}", file=sys.stderr)
-        return 2
+    """Parse flags (over environment variables), run the worker, return its exit code.
+
+    A bad setting exits 2 with one line on stderr (worker.config.parse_config).
+    """
+    config = parse_config(argv)
     logging.basicConfig(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

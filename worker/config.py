@@ -1,7 +1,9 @@
 """Typed configuration of a worker; the CLI and the environment fill it in.
 
-Flags follow docs/interfaces.md section 2; every flag has an environment variable
-(`WORKER_<FLAG>` unless the interface names another one).
+Every field of `Config` is a flag of `python -m worker` and an environment variable
+(`WORKER_<FIELD>` unless it names another; docs/interfaces.md section 2); flags win over the
+environment, which wins over the defaults. smartrouting.config derives the parser, so
+`python -m worker --help` lists every setting with its default and variable.
 """
 
 from __future__ import annotations
@@ -10,16 +12,20 @@ import argparse
 import os
 import shutil
 import socket
-import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import ClassVar, Literal
 
+from smartrouting import config as toolkit
+from smartrouting.config import setting
 from worker.errors import ConfigError
 
 EngineName = Literal["triton", "onnxruntime", "simulated"]
 TritonModelConfig = Literal["python", "onnxruntime"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+_SIM_DEFAULT = "the simulated engine's measured cost"
 
 
 def bundled_tritonserver() -> Path | None:
@@ -43,36 +49,70 @@ def default_worker_id(device: str | None) -> str:
     return f"{socket.gethostname()}-{(device or 'cpu').replace(':', '')}"
 
 
+def default_engine() -> EngineName:
+    """The CLI's engine when none is named: triton where a binary is found, else onnxruntime."""
+    return "triton" if find_tritonserver() else "onnxruntime"
+
+
 @dataclass
 class Config:
     """Everything a worker needs to run; defaults suit a local CPU machine."""
 
-    dispatcher_url: str = "ws://127.0.0.1:8080/worker-listen"
-    worker_id: str = ""
-    capacity: int = 2
-    slots: int = 1
-    engine: EngineName = "triton"
-    model_repository: Path = Path("var/models")
-    tritonserver: Path | None = None
-    triton_model_config: TritonModelConfig = "python"
-    device: str | None = None
-    state_dir: Path | None = None
+    env_prefix: ClassVar[str] = "WORKER_"
+
+    dispatcher_url: str = setting(
+        "ws://127.0.0.1:8080/worker-listen", "websocket URL of the dispatcher's /worker-listen"
+    )
+    worker_id: str = setting(
+        "",
+        "id of this worker, unique in the cluster",
+        env=("WORKER_ID", "WORKER_WORKER_ID"),
+        shown_default="<hostname>-<device or cpu>",
+    )
+    capacity: int = setting(2, "labels kept loaded at once")
+    slots: int = setting(1, "tasks run at once")
+    engine: EngineName = setting("triton", "inference engine")
+    model_repository: Path = setting(
+        Path("var/models"),
+        "model repository the uploader publishes into",
+        env=("WORKER_MODEL_REPOSITORY", "MODEL_REPOSITORY"),
+    )
+    tritonserver: Path | None = setting(
+        None, "path of the tritonserver binary; unset: the one on PATH, else PyTriton's"
+    )
+    triton_model_config: TritonModelConfig = setting(
+        "python", "Triton backend of the published models"
+    )
+    device: str | None = setting(None, "device to run on, e.g. cuda:0; unset: the CPU")
+    state_dir: Path | None = setting(None, "directory for the engine's working files")
     # Simulated engine costs (milliseconds; see worker/engines/simulated.py).
-    sim_load_ms: float | None = None
-    sim_load_stddev_ms: float | None = None
-    sim_run_ms: float | None = None
-    sim_run_stddev_ms: float | None = None
-    time_scale: float = 1.0
-    seed: int | None = None
+    sim_load_ms: float | None = setting(
+        None, "simulated engine: mean load time, ms", shown_default=_SIM_DEFAULT
+    )
+    sim_load_stddev_ms: float | None = setting(
+        None, "simulated engine: load time stddev, ms", shown_default=_SIM_DEFAULT
+    )
+    sim_run_ms: float | None = setting(
+        None, "simulated engine: mean run time, ms", shown_default=_SIM_DEFAULT
+    )
+    sim_run_stddev_ms: float | None = setting(
+        None, "simulated engine: run time stddev, ms", shown_default=_SIM_DEFAULT
+    )
+    time_scale: float = setting(1.0, "multiplies simulated costs (1 = real time)")
+    seed: int | None = setting(None, "seed of the simulated engine's draws")
     # Connection and shutdown.
-    ping_interval_s: float = 10.0
-    reconnect_max_backoff_s: float = 5.0
-    shutdown_timeout_s: float = 30.0
-    max_texts: int = 256
-    max_text_chars: int = 20_000
-    log_level: str = "info"
-    #: Shared token sent as `Authorization: Bearer` on /worker-listen (SMARTROUTING_WORKER_TOKEN).
-    worker_token: str | None = field(default=None, repr=False)
+    ping_interval_s: float = setting(10.0, "websocket keepalive ping interval")
+    reconnect_max_backoff_s: float = setting(5.0, "longest wait between reconnect attempts")
+    shutdown_timeout_s: float = setting(30.0, "graceful shutdown: how long running tasks may take")
+    max_texts: int = setting(256, "most texts per task (more: INVALID_PARAMETERS)")
+    max_text_chars: int = setting(20_000, "longest text, in characters")
+    log_level: LogLevel = setting("info", "log level")
+    worker_token: str | None = setting(
+        None,
+        "token sent as Authorization: Bearer on /worker-listen",
+        env="SMARTROUTING_WORKER_TOKEN",
+        secret=True,
+    )
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
@@ -90,100 +130,29 @@ class Config:
         self.model_repository = Path(self.model_repository)
 
 
-def _env_default(env: Mapping[str, str], *names: str) -> str | None:
-    for name in names:
-        if env.get(name):
-            return env[name]
-    return None
-
-
-def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    """The `python -m worker` argument parser; defaults come from `env`."""
-    default_engine = "triton" if find_tritonserver() else "onnxruntime"
-
-    def e(flag: str, *extra: str) -> str | None:
-        return _env_default(env, f"WORKER_{flag.upper().replace('-', '_')}", *extra)
-
-    p = argparse.ArgumentParser(
+def build_parser(defaults: Mapping[str, object] | None = None) -> argparse.ArgumentParser:
+    """The `python -m worker` argument parser; `defaults`: those computed at start-up."""
+    return toolkit.build_parser(
+        Config,
         prog="python -m worker",
         description="Smart-routing worker: runs tasks from the dispatcher on a local engine.",
-        epilog=(
-            "Environment variables mirror the flags: WORKER_DISPATCHER_URL, WORKER_ID, "
-            "WORKER_CAPACITY, WORKER_SLOTS, WORKER_ENGINE, MODEL_REPOSITORY, "
-            "WORKER_TRITONSERVER, WORKER_TRITON_MODEL_CONFIG, WORKER_DEVICE, WORKER_STATE_DIR, "
-            "WORKER_SIM_LOAD_MS, WORKER_SIM_LOAD_STDDEV_MS, WORKER_SIM_RUN_MS, "
-            "WORKER_SIM_RUN_STDDEV_MS, WORKER_TIME_SCALE, WORKER_SEED, "
-            "WORKER_SHUTDOWN_TIMEOUT_S, WORKER_PING_INTERVAL_S, WORKER_LOG_LEVEL, "
-            "SMARTROUTING_WORKER_TOKEN."
-        ),
+        defaults=_start_up_defaults() if defaults is None else defaults,
     )
-    p.add_argument(
-        "--dispatcher-url",
-        default=e("dispatcher-url") or "ws://127.0.0.1:8080/worker-listen",
-    )
-    p.add_argument("--worker-id", default=e("id", "WORKER_WORKER_ID") or "")
-    p.add_argument("--capacity", type=int, default=int(e("capacity") or 2))
-    p.add_argument("--slots", type=int, default=int(e("slots") or 1))
-    p.add_argument(
-        "--engine",
-        choices=["triton", "onnxruntime", "simulated"],
-        default=e("engine") or default_engine,
-    )
-    p.add_argument(
-        "--model-repository",
-        type=Path,
-        default=Path(e("model-repository", "MODEL_REPOSITORY") or "var/models"),
-    )
-    p.add_argument("--tritonserver", type=Path, default=e("tritonserver"))
-    p.add_argument(
-        "--triton-model-config",
-        choices=["python", "onnxruntime"],
-        default=e("triton-model-config") or "python",
-    )
-    p.add_argument("--device", default=e("device"))
-    p.add_argument("--state-dir", type=Path, default=e("state-dir"))
-    for flag in ("sim-load-ms", "sim-load-stddev-ms", "sim-run-ms", "sim-run-stddev-ms"):
-        value = e(flag)
-        p.add_argument(f"--{flag}", type=float, default=float(value) if value else None)
-    p.add_argument("--time-scale", type=float, default=float(e("time-scale") or 1.0))
-    seed = e("seed")
-    p.add_argument("--seed", type=int, default=int(seed) if seed else None)
-    p.add_argument(
-        "--shutdown-timeout-s", type=float, default=float(e("shutdown-timeout-s") or 30.0)
-    )
-    p.add_argument("--ping-interval-s", type=float, default=float(e("ping-interval-s") or 10.0))
-    p.add_argument("--log-level", default=e("log-level") or "info")
-    p.add_argument(
-        "--worker-token",
-        default=env.get("SMARTROUTING_WORKER_TOKEN") or None,
-        help="token the dispatcher asks for on /worker-listen (SMARTROUTING_WORKER_TOKEN)",
-    )
-    return p
+
+
+def _start_up_defaults() -> dict[str, object]:
+    # Unlike Config's own default, the CLI's engine depends on what this machine has.
+    return {"engine": default_engine()}
 
 
 def parse_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Build a Config from command-line flags over environment variables."""
-    environ = os.environ if env is None else env
-    ns = build_parser(environ).parse_args(sys.argv[1:] if argv is None else list(argv))
-    return Config(
-        dispatcher_url=ns.dispatcher_url,
-        worker_id=ns.worker_id,
-        capacity=ns.capacity,
-        slots=ns.slots,
-        engine=cast(EngineName, ns.engine),
-        model_repository=ns.model_repository,
-        tritonserver=ns.tritonserver,
-        triton_model_config=cast(TritonModelConfig, ns.triton_model_config),
-        device=ns.device,
-        state_dir=ns.state_dir,
-        sim_load_ms=ns.sim_load_ms,
-        sim_load_stddev_ms=ns.sim_load_stddev_ms,
-        sim_run_ms=ns.sim_run_ms,
-        sim_run_stddev_ms=ns.sim_run_stddev_ms,
-        time_scale=ns.time_scale,
-        seed=ns.seed,
-        shutdown_timeout_s=ns.shutdown_timeout_s,
-        ping_interval_s=ns.ping_interval_s,
-        log_level=ns.log_level,
-        worker_token=ns.worker_token or None,
+    """A Config from command-line flags over environment variables; exits 2 on a bad value."""
+    defaults = _start_up_defaults()
+    return toolkit.parse_args(
+        Config,
+        build_parser(defaults),
+        argv,
+        os.environ if env is None else env,
+        defaults=defaults,
+        invalid=(ConfigError, ValueError),
     )

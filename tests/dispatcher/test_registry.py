@@ -142,3 +142,5 @@ def test_config_env_and_flags() -> None:
     assert config_from_args(["--reject-without-workers"], {}).reject_without_workers is True
     with pytest.raises(ValueError, match="max_attempts"):
         Config(max_attempts=0)
+    with pytest.raises(ValueError, match="^DISPATCHER_MAX_QUEUE='many' is not an int$"):
+        Config.from_env({"DISPATCHER_MAX_QUEUE": "many"})

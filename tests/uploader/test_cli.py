@@ -37,9 +37,12 @@ def test_convert_errors_exit_1_with_json(tmp_path: Path, model_id: str, error: s
 
 
 def test_convert_requires_a_repository() -> None:
-    """Without --repository or MODEL_REPOSITORY, argparse refuses (exit 2)."""
+    """Without --repository or MODEL_REPOSITORY, one line says so (exit 2)."""
     done = _convert("all-MiniLM-L6-v2")
     assert done.returncode == 2 and "--repository" in done.stderr
+    assert done.stderr.splitlines() == [
+        "python -m uploader convert: error: --repository is required (or set MODEL_REPOSITORY)"
+    ]
 
 
 def test_serve_with_flags(tmp_path: Path, processes: ProcessFactory, models_dir: Path) -> None:

@@ -48,4 +48,5 @@ def test_bad_capacity_exits_2(processes: ProcessFactory) -> None:
     """An impossible setting is refused at start with exit code 2."""
     child = processes.python_module("worker", "worker", "--engine", "simulated", "--capacity", "0")
     assert child.popen.wait(scaled(30)) == 2
-    assert "capacity must be >= 1" in child.log()
+    assert "python -m worker: error: capacity must be >= 1" in child.log()
+    assert "Traceback" not in child.log()

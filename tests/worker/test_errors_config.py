@@ -10,7 +10,7 @@ import pytest
 
 import worker.errors as errors
 from proto import smartrouting_pb2 as pb
-from worker.config import Config, default_worker_id, parse_config
+from worker.config import Config, default_engine, default_worker_id, parse_config
 from worker.errors import ConfigError
 
 
@@ -76,3 +76,23 @@ def test_cli_rejects_unknown_engine() -> None:
     """argparse refuses an engine outside the Literal choices."""
     with pytest.raises(SystemExit):
         parse_config(["--engine", "magic"], {})
+
+
+def test_environment_names_and_start_up_defaults() -> None:
+    """WORKER_MODEL_REPOSITORY wins over MODEL_REPOSITORY, WORKER_WORKER_ID is an alias of
+    WORKER_ID, and without --engine the CLI picks what this machine can run."""
+    env = {"WORKER_MODEL_REPOSITORY": "/w", "MODEL_REPOSITORY": "/m", "WORKER_WORKER_ID": "w1"}
+    config = parse_config([], env)
+    assert (config.model_repository, config.worker_id) == (Path("/w"), "w1")
+    assert config.engine == default_engine()
+    assert parse_config([], {"WORKER_ENGINE": "simulated"}).engine == "simulated"
+
+
+def test_bad_environment_value_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """A variable that is not of its setting's type is one line on stderr and exit 2."""
+    with pytest.raises(SystemExit) as exited:
+        parse_config([], {"WORKER_TIME_SCALE": "fast"})
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "python -m worker: error: WORKER_TIME_SCALE='fast' is not a number\n"
+    )
