@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import enum
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +24,7 @@ from typing import Literal
 import httpx
 
 from benchmark.errors import ClusterError, ClusterNotReady
+from smartrouting.processes import ChildProcess, free_port
 
 EngineName = Literal["simulated", "onnxruntime", "triton"]
 PolicyName = Literal["routed", "random"]
@@ -36,13 +34,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # Variables of the parent's environment that would override the flags we pass.
 _SCRUBBED_PREFIXES = ("DISPATCHER_", "WORKER_", "UPLOADER_")
 _SCRUBBED_NAMES = {"RANDOM_DISPATCH", "MODEL_REPOSITORY", "NUM_WORKERS"}
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port the OS reports free on `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -55,70 +46,6 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.update({"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     env.update(extra or {})
     return env
-
-
-class ProcessState(enum.Enum):
-    """Lifecycle of a supervised child process."""
-
-    RUNNING = "running"
-    STOPPING = "stopping"
-    EXITED = "exited"
-
-
-@dataclass
-class Child:
-    """One child process with its log file; stopped with SIGTERM, then SIGKILL."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-    state: ProcessState = ProcessState.RUNNING
-
-    def alive(self) -> bool:
-        """Whether the process is still running."""
-        if self.popen.poll() is None:
-            return True
-        self.state = ProcessState.EXITED
-        return False
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last `lines` lines of the child's output."""
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def terminate(self) -> None:
-        """Send SIGTERM (once) if the process runs."""
-        if self.alive() and self.state is ProcessState.RUNNING:
-            self.state = ProcessState.STOPPING
-            self.popen.send_signal(signal.SIGTERM)
-
-    def wait_or_kill(self, timeout_s: float) -> int:
-        """Wait up to `timeout_s` for the exit, then SIGKILL; returns the exit code."""
-        try:
-            self.popen.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(10)
-        self.state = ProcessState.EXITED
-        return int(self.popen.returncode)
-
-
-def start_child(name: str, args: list[str], log_dir: Path, env: dict[str, str]) -> Child:
-    """Start `python <args>` in the repository root with output to `log_dir/name.log`."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("ab") as log_file:
-        popen = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            # Own session: a Ctrl-C in the terminal reaches only us; we stop children in order.
-            start_new_session=True,
-        )
-    return Child(name, popen, log_path)
 
 
 class ClusterState(enum.Enum):
@@ -167,7 +94,7 @@ class LocalCluster:
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
         self.state = ClusterState.NEW
-        self.children: list[Child] = []
+        self.children: list[ChildProcess] = []
         self.dispatcher_port = 0
         self.uploader_port = 0
 
@@ -234,8 +161,10 @@ class LocalCluster:
         self._wait_workers()
         self.state = ClusterState.READY
 
-    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Child:
-        child = start_child(name, args, self.config.run_dir, env)
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> ChildProcess:
+        """Start `python <args>` in the repository root, output in `run_dir/<name>.log`."""
+        log_path = self.config.run_dir / f"{name}.log"
+        child = ChildProcess.spawn([sys.executable, *args], log_path, name=name, env=env, cwd=ROOT)
         self.children.append(child)
         return child
 
@@ -269,8 +198,8 @@ class LocalCluster:
         for child in self.children:
             if not child.alive():
                 raise ClusterError(
-                    f"{child.name} exited with code {child.popen.returncode} "
-                    f"(log {child.log_path}):\n{child.log_tail()}"
+                    f"{child.name} exited with code {child.returncode} "
+                    f"(log {child.log_path}):\n{child.tail()}"
                 )
 
     def _poll(self, predicate: Callable[[], bool], what: str) -> None:
@@ -280,9 +209,9 @@ class LocalCluster:
             if predicate():
                 return
             time.sleep(0.1)
-        tails = "\n".join(f"--- {c.name} ({c.log_path}):\n{c.log_tail(15)}" for c in self.children)
         raise ClusterNotReady(
-            f"timed out after {self.config.ready_timeout_s:.0f}s waiting for {what}\n{tails}"
+            f"timed out after {self.config.ready_timeout_s:.0f}s waiting for {what}\n"
+            + self.log_tails(15)
         )
 
     def _wait_http(self, url: str, what: str) -> None:
@@ -338,6 +267,4 @@ class LocalCluster:
 
     def log_tails(self, lines: int = 20) -> str:
         """The last lines of every child's log, for error reports."""
-        return "\n".join(
-            f"--- {c.name} ({c.log_path}):\n{c.log_tail(lines)}" for c in self.children
-        )
+        return "\n".join(f"--- {c.name} ({c.log_path}):\n{c.tail(lines)}" for c in self.children)

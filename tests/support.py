@@ -10,9 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -23,6 +20,23 @@ from typing import Any
 
 import httpx
 
+from smartrouting import processes
+from smartrouting.processes import free_port
+
+__all__ = [
+    "ROOT",
+    "TIMEOUT_SCALE",
+    "ChildProcess",
+    "ProcessFactory",
+    "ThreadedServer",
+    "free_port",
+    "run_async",
+    "run_server",
+    "scaled",
+    "wait_for_http",
+    "wait_until",
+]
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_SCALE = float(os.environ.get("SMARTROUTING_TEST_TIMEOUT_SCALE", "1"))
 
@@ -30,13 +44,6 @@ TIMEOUT_SCALE = float(os.environ.get("SMARTROUTING_TEST_TIMEOUT_SCALE", "1"))
 def scaled(seconds: float) -> float:
     """A timeout stretched by the environment's scale factor."""
     return seconds * TIMEOUT_SCALE
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(
@@ -118,38 +125,20 @@ def run_server(app: Any) -> Iterator[ThreadedServer]:
         server.stop()
 
 
-@dataclass
-class ChildProcess:
-    """A child process whose output goes to a log file, stopped with SIGTERM then SIGKILL."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
+class ChildProcess(processes.ChildProcess):
+    """The shared launcher's child, with the tests' short names and scaled timeouts."""
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """Everything the child has written so far."""
+        return self.read_log()
 
     def signal(self, signum: int) -> None:
-        if self.alive():
-            self.popen.send_signal(signum)
+        """Send `signum` to the process if it still runs."""
+        self.send_signal(signum)
 
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGTERM, wait, then SIGKILL; returns the exit code."""
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(scaled(timeout))
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(scaled(timeout))
-        return self.popen.returncode
+    def stop(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM, wait `timeout_s` (scaled), then SIGKILL; returns the exit code."""
+        return super().stop(scaled(timeout_s))
 
 
 @dataclass
@@ -162,19 +151,14 @@ class ProcessFactory:
     def python_module(
         self, name: str, module: str, *args: str, env: dict[str, str] | None = None
     ) -> ChildProcess:
-        log_path = self.log_dir / f"{name}.log"
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        log_file = log_path.open("ab")
-        popen = subprocess.Popen(
+        """`python -m <module> <args>` in the repository root, output in `log_dir/<name>.log`."""
+        child = ChildProcess.spawn(
             [sys.executable, "-m", module, *args],
+            self.log_dir / f"{name}.log",
+            name=name,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             cwd=ROOT,
-            env=full_env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
-        log_file.close()
-        child = ChildProcess(name, popen, log_path)
         self.children.append(child)
         return child
 
@@ -209,10 +193,9 @@ class ProcessFactory:
         )
 
     def close(self) -> None:
+        """Stop every child, the last started first (SIGKILL after a scaled deadline)."""
         for child in reversed(self.children):
             child.stop()
-            if child.alive():  # pragma: no cover - stop() kills
-                child.popen.kill()
 
 
 def run_async(coro: Any, timeout: float = 60.0) -> Any:

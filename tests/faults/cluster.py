@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -101,8 +100,8 @@ class SimCluster:
     def kill_dispatcher(self) -> None:
         """SIGKILL the dispatcher: no shutdown sequence, no close frames."""
         assert self.dispatcher is not None
-        self.dispatcher.signal(signal.SIGKILL)
-        self.dispatcher.popen.wait(scaled(10))
+        self.dispatcher.kill()
+        self.dispatcher.wait(scaled(10))
 
     def start_worker(
         self,
@@ -135,8 +134,8 @@ class SimCluster:
     def kill_worker(self, worker_id: str) -> None:
         """SIGKILL a worker process (its tasks are in flight and never answered)."""
         child = self.workers[worker_id]
-        child.signal(signal.SIGKILL)
-        child.popen.wait(scaled(10))
+        child.kill()
+        child.wait(scaled(10))
 
     def connected(self) -> list[str]:
         try:

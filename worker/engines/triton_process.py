@@ -3,7 +3,8 @@
 Starts it on free ports with explicit model control, captures its output to a log
 file, waits for `/v2/health/ready` with a timeout, stops it with SIGTERM then
 SIGKILL, and restarts it with exponential backoff when it dies on its own (calling
-`on_death` first, so the worker can report its labels as gone).
+`on_death` first, so the worker can report its labels as gone). Spawning, the log and
+the signals are `smartrouting.processes.ChildProcess`'s; the lifecycle is decided here.
 
     STOPPED --start--> STARTING --ready--> READY --died--> RESTARTING --ready--> READY
                           |                  |                  |
@@ -14,13 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import enum
 import json
 import logging
 import os
-import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from smartrouting.processes import ChildProcess, free_port
 from worker.errors import EngineUnavailableError, IllegalTransitionError
 
 log = logging.getLogger(__name__)
@@ -55,12 +54,6 @@ _ALLOWED: dict[TritonState, set[TritonState]] = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def prepare_backends(binary: Path, state_dir: Path) -> Path:
     """A private backend directory for the PyTriton build, without touching site-packages.
 
@@ -84,12 +77,6 @@ def prepare_backends(binary: Path, state_dir: Path) -> Path:
             with contextlib.suppress(FileExistsError):
                 link.symlink_to(src.resolve())
     return target.parent
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    # Linux: SIGKILL tritonserver when the worker dies, even by SIGKILL (no orphans).
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def triton_env(binary: Path) -> dict[str, str]:
@@ -121,7 +108,7 @@ class TritonProcess:
     state: TritonState = TritonState.STOPPED
     http_port: int = 0
     restarts: int = 0
-    _proc: asyncio.subprocess.Process | None = None
+    _proc: ChildProcess | None = None
     _watch: asyncio.Task[None] | None = None
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -190,19 +177,18 @@ class TritonProcess:
 
     async def _spawn_and_wait(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.http_port = _free_port()
+        self.http_port = free_port()
         args = self.command(prepare_backends(self.binary, self.state_dir))
-        with self.log_path.open("ab") as logfile:
-            logfile.write(f"\n=== start {time.ctime()}: {' '.join(args)}\n".encode())
-            logfile.flush()
-            self._proc = await asyncio.create_subprocess_exec(
-                *args,
-                stdout=logfile,
-                stderr=asyncio.subprocess.STDOUT,
-                env=triton_env(self.binary),
-                start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
+        # Its own process group (its Python-backend stubs join it, and go with it), and
+        # SIGKILLed by the kernel if the worker dies, even by SIGKILL: no orphans.
+        self._proc = ChildProcess.spawn(
+            args,
+            self.log_path,
+            name="tritonserver",
+            env=triton_env(self.binary),
+            own_session=True,
+            die_with_parent=True,
+        )
         # Where operators (and tests) find the running server.
         (self.state_dir / "tritonserver.json").write_text(
             json.dumps({"pid": self._proc.pid, "http_port": self.http_port})
@@ -213,7 +199,8 @@ class TritonProcess:
             while time.monotonic() < deadline:
                 if self._proc.returncode is not None:
                     raise EngineUnavailableError(
-                        f"tritonserver exited with {self._proc.returncode}; see {self.log_path}"
+                        f"tritonserver exited with {self._proc.returncode}; see {self.log_path}:"
+                        f"\n{self._proc.tail(5)}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(url)).status_code == 200:
@@ -229,13 +216,11 @@ class TritonProcess:
         while True:
             proc = self._proc
             assert proc is not None
-            code = await proc.wait()
+            code = await proc.wait_async()
             if self.state in (TritonState.STOPPING, TritonState.STOPPED):
                 return
+            # Reaping it SIGKILLed the rest of its process group: no Python-backend stub is left.
             log.warning("tritonserver died (exit %s); restarting", code)
-            # Its Python-backend stubs share its process group: none may outlive it.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
             self._set(TritonState.RESTARTING)
             if self.on_death is not None:
                 self.on_death(code)
@@ -254,21 +239,9 @@ class TritonProcess:
                     self.on_ready()
 
     async def _terminate(self) -> None:
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), self.stop_timeout_s)
-        except TimeoutError:
-            log.warning("tritonserver ignored SIGTERM; killing its process group")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-        # Python-backend stubs share the process group; make sure none is left behind.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        # SIGTERM, then SIGKILL to the process group: no Python-backend stub is left behind.
+        if self._proc is not None:
+            await self._proc.stop_async(self.stop_timeout_s)
 
     async def stop(self) -> None:
         """SIGTERM, wait, SIGKILL; no restart after this. Safe to call twice."""
