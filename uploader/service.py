@@ -10,9 +10,10 @@ With an admin key (`SMARTROUTING_ADMIN_KEY`, `create_app(admin_key=...)`), `/upl
 needs `Authorization: Bearer <key>` (or `X-API-Key: <key>`): 401 without it or with another
 key; `/models` and `/health` stay open. The dispatcher forwards uploads with the same key.
 
-Errors are `{"error": code, "detail": message}` with the status of the `UploaderError`
-class (400 bad body, 413 body too large, 404 unknown model, 409 exists or in progress,
-422 invalid id or not a SentenceTransformer). Conversions run in a worker thread,
+Endpoints raise `UploaderError`s and never build error answers: `handle_error`, the app's one
+exception handler, renders every error (unknown routes and methods and unexpected exceptions
+included) as `{"error": code, "detail": detail}` with the status of its class
+(`uploader.errors`; docs/architecture.md §4.2). Conversions run in a worker thread,
 `max_concurrent` at a time (CPU-bound; one by default), so the event loop keeps answering.
 """
 
@@ -32,11 +33,19 @@ import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from uploader.convert import Builder, PublishResult, check_batch_size, convert_model
-from uploader.errors import BodyTooLarge, InvalidRequest, UploaderError
+from uploader.errors import (
+    BodyTooLarge,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    RouteNotFound,
+    Unauthorized,
+    UploaderError,
+)
 from uploader.names import validate_model_id, validate_model_name
 from uploader.repository import list_models
 
@@ -96,26 +105,31 @@ class UploaderService:
         self.limiter = anyio.CapacityLimiter(self.max_concurrent)
 
     def convert(self, request: UploadRequest) -> PublishResult:
-        """Run one conversion (blocking; called in a worker thread)."""
-        return convert_model(
-            request.model_id,
-            self.repository,
-            model_name=request.model_name,
-            max_batch_size=request.max_batch_size,
-            overwrite=request.overwrite,
-            allow_local_paths=False,
-            local_roots=self.local_roots,
-            builder=self.builder,
-            progress=partial(_progress, request.model_id),
-        )
+        """Run one conversion (blocking; called in a worker thread).
+
+        Raises only `UploaderError`s: anything else the conversion lets through (torch,
+        onnx, the file system) is wrapped here, at the boundary, as `InternalError`.
+        """
+        try:
+            return convert_model(
+                request.model_id,
+                self.repository,
+                model_name=request.model_name,
+                max_batch_size=request.max_batch_size,
+                overwrite=request.overwrite,
+                allow_local_paths=False,
+                local_roots=self.local_roots,
+                builder=self.builder,
+                progress=partial(_progress, request.model_id),
+            )
+        except UploaderError:
+            raise
+        except Exception as exc:
+            raise InternalError.wrap(exc) from exc
 
 
 def _progress(model_id: str, message: str) -> None:
     logger.info("upload %s: %s", model_id, message)
-
-
-def _error(exc: UploaderError) -> JSONResponse:
-    return JSONResponse(exc.to_json(), status_code=exc.status_code)
 
 
 async def _read_json(request: Request) -> Any:
@@ -128,42 +142,25 @@ async def _read_json(request: Request) -> Any:
         raise InvalidRequest(f"malformed JSON: {exc}") from exc
 
 
-def _admin_refusal(request: Request, admin_key: str | None) -> JSONResponse | None:
-    """The 401 answer when an admin key is set and the request does not carry it."""
+def _check_admin_key(request: Request, admin_key: str | None) -> None:
+    """Raise Unauthorized when an admin key is set and the request does not carry it."""
     if not admin_key:
-        return None
+        return
     scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
     given = value.strip() if scheme.lower() == "bearer" else ""
     given = given or request.headers.get("x-api-key", "").strip()
     if given and hmac.compare_digest(given.encode(), admin_key.encode()):
-        return None
-    detail = "admin key required" if not given else "invalid admin key"
-    return JSONResponse(
-        {"error": "unauthorized", "detail": detail},
-        status_code=401,
-        headers={"WWW-Authenticate": 'Bearer realm="smart-routing"'},
-    )
+        return
+    raise Unauthorized("admin key required" if not given else "invalid admin key")
 
 
 async def upload_model(request: Request) -> JSONResponse:
     """POST /upload-model: convert and publish, answering once the model is in place."""
     service: UploaderService = request.app.state.service
-    refusal = _admin_refusal(request, request.app.state.admin_key)
-    if refusal is not None:
-        return refusal
-    try:
-        upload = UploadRequest.from_json(await _read_json(request))
-        logger.info("upload %s requested (overwrite=%s)", upload.model_id, upload.overwrite)
-        result = await anyio.to_thread.run_sync(service.convert, upload, limiter=service.limiter)
-    except UploaderError as exc:
-        logger.warning("upload failed: %s %s", exc.code, exc.message)
-        return _error(exc)
-    except Exception as exc:  # never an HTML 500: report what broke
-        logger.exception("upload crashed")
-        return JSONResponse(
-            {"error": "internal_error", "detail": f"{type(exc).__name__}: {exc}"},
-            status_code=500,
-        )
+    _check_admin_key(request, request.app.state.admin_key)
+    upload = UploadRequest.from_json(await _read_json(request))
+    logger.info("upload %s requested (overwrite=%s)", upload.model_id, upload.overwrite)
+    result = await anyio.to_thread.run_sync(service.convert, upload, limiter=service.limiter)
     verb = "replaced" if result.replaced else "published"
     return JSONResponse(
         {
@@ -187,12 +184,33 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"message": "OK"})
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSONResponse(
-        {"error": code, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
-    )
+def as_uploader_error(request: Request, exc: Exception) -> UploaderError:
+    """`exc` as a class of the uploader's tree (the one mapping of foreign exceptions).
+
+    Starlette's routing raises `HTTPException` 404 and 405; any other exception reaching
+    the handler is a bug, reported as `InternalError` rather than an HTML 500.
+    """
+    if isinstance(exc, UploaderError):
+        return exc
+    if isinstance(exc, HTTPException) and exc.status_code == 404:
+        return RouteNotFound(f"no route {request.url.path}")
+    if isinstance(exc, HTTPException) and exc.status_code == 405:
+        return MethodNotAllowed(
+            f"{request.method} not allowed on {request.url.path}", headers=exc.headers
+        )
+    return InternalError.wrap(exc)
+
+
+async def handle_error(request: Request, exc: Exception) -> Response:
+    """The app's one exception handler: every error becomes `{"error", "detail"}` JSON."""
+    error = as_uploader_error(request, exc)
+    where = f"{request.method} {request.url.path}"
+    if error.status >= 500:
+        # A 5xx is something that broke: keep its traceback (the chained cause included).
+        logger.error("%s: %s %s", where, error.code, error.detail, exc_info=exc)
+    else:
+        logger.warning("%s: %s %s", where, error.code, error.detail)
+    return JSONResponse(error.to_json(), status_code=error.status, headers=error.headers)
 
 
 def create_app(
@@ -216,7 +234,13 @@ def create_app(
             Route("/models", models, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
         ],
-        exception_handlers={HTTPException: _http_error},
+        # One handler for everything: Starlette looks handlers up by class, and `Exception`
+        # is its last resort (ServerErrorMiddleware answers with it, then re-raises).
+        exception_handlers={
+            UploaderError: handle_error,
+            HTTPException: handle_error,
+            Exception: handle_error,
+        },
     )
     app.state.admin_key = admin_key or None
     app.state.service = UploaderService(

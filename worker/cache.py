@@ -19,7 +19,8 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from worker.errors import IllegalTransitionError, WorkerError
+# CacheFullError lives in the error tree; callers may keep importing it from here.
+from worker.errors import CacheFullError, ConfigError, IllegalTransitionError
 
 
 class ModelState(enum.Enum):
@@ -28,10 +29,6 @@ class ModelState(enum.Enum):
     LOADING = "loading"
     READY = "ready"
     UNLOADING = "unloading"
-
-
-class CacheFullError(WorkerError):
-    """No room can be made: every loaded label is in use or busy changing state."""
 
 
 @dataclass
@@ -83,7 +80,7 @@ class ModelCache:
 
     def __post_init__(self) -> None:
         if self.capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {self.capacity}")
+            raise ConfigError(f"capacity must be >= 1, got {self.capacity}")
 
     # -- queries -------------------------------------------------------------
 

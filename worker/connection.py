@@ -31,6 +31,7 @@ from proto.frames import (
     decode_dispatcher_message,
     encode,
 )
+from worker.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,10 @@ class DispatcherConnection:
         while not self._closing:
             try:
                 await self._connect_loop(delays)
-            except (InvalidHandshake, InvalidURI, OSError) as exc:
+            except InvalidURI as exc:
+                raise ConfigError(f"invalid dispatcher URL {self.url!r}: {exc}") from exc
+            except (InvalidHandshake, OSError) as exc:
                 # A fatal handshake answer (e.g. 403 for a duplicate id): keep trying slowly.
-                if isinstance(exc, InvalidURI):
-                    raise
                 log.warning("dispatcher refused the connection: %s", exc)
                 await asyncio.sleep(self.max_backoff_s * random.uniform(0.5, 1.0))
         self.state = ConnectionState.CLOSED

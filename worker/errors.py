@@ -1,9 +1,11 @@
-"""Exceptions of the worker, each mapped to a protocol `ErrorCode`.
+"""Exceptions of the worker, each mapped to a protocol `ErrorCode` (proto/smartrouting.proto).
 
-Exception tree (each class's protocol `ErrorCode`)::
+A failed task is answered with `TaskResult(ok=False, error_code=..., error_message=...)`;
+`error_code(exc)` below is the one place an exception becomes a code, and the dispatcher
+maps the code to HTTP (docs/architecture.md §4.2). Exception tree (each class's code)::
 
     WorkerError                      INTERNAL
-    ├── TaskError
+    ├── TaskError                    INVALID_PARAMETERS (the task itself is wrong)
     │   ├── UnknownTaskTypeError     UNKNOWN_TASK_TYPE
     │   ├── InvalidParametersError   INVALID_PARAMETERS
     │   ├── DeadlineExceededError    DEADLINE_EXCEEDED
@@ -12,24 +14,31 @@ Exception tree (each class's protocol `ErrorCode`)::
     ├── ModelLoadError               MODEL_LOAD_FAILED
     ├── InferenceError               INFERENCE_FAILED
     ├── EngineUnavailableError       ENGINE_UNAVAILABLE
-    ├── IllegalTransitionError       INTERNAL (a bug in the cache bookkeeping)
-    ├── CacheFullError               INTERNAL (worker/cache.py; the runtime waits on it)
-    └── ConfigError                  INTERNAL (bad command line or environment)
+    ├── IllegalTransitionError       INTERNAL (a bug in the state bookkeeping)
+    ├── CacheFullError               INTERNAL (no label can be evicted; the runtime waits)
+    └── ConfigError                  INTERNAL (bad flags, environment or settings; a ValueError)
 """
 
 from __future__ import annotations
 
+from typing import ClassVar, TypeAlias
+
 from proto import smartrouting_pb2 as pb
+
+#: The type of a protocol `ErrorCode` value.
+ErrorCode: TypeAlias = pb.ErrorCode.ValueType
 
 
 class WorkerError(Exception):
     """Base of every worker error; `code` is what goes into `TaskResult.error_code`."""
 
-    code: int = pb.INTERNAL
+    code: ClassVar[ErrorCode] = pb.INTERNAL
 
 
 class TaskError(WorkerError):
     """The task itself is wrong; the worker keeps serving."""
+
+    code = pb.INVALID_PARAMETERS
 
 
 class UnknownTaskTypeError(TaskError):
@@ -81,8 +90,34 @@ class EngineUnavailableError(WorkerError):
 
 
 class IllegalTransitionError(WorkerError):
-    """A model state change that the cache's state machine forbids."""
+    """A state change that a state machine (model cache, Triton process) forbids."""
+
+    code = pb.INTERNAL
 
 
-class ConfigError(WorkerError):
-    """The configuration is invalid."""
+class CacheFullError(WorkerError):
+    """No room can be made: every loaded label is in use or busy changing state."""
+
+    code = pb.INTERNAL
+
+
+class ConfigError(WorkerError, ValueError):
+    """The configuration is invalid (also a ValueError: it is a bad value, refused early)."""
+
+    code = pb.INTERNAL
+
+
+def error_code(exc: BaseException) -> ErrorCode:
+    """The protocol code of `exc`: its class's code, INTERNAL for anything outside the tree."""
+    return exc.code if isinstance(exc, WorkerError) else pb.INTERNAL
+
+
+def all_error_classes() -> list[type[WorkerError]]:
+    """Every class of the tree, the base included (tests check each has a code)."""
+    seen: list[type[WorkerError]] = []
+    stack: list[type[WorkerError]] = [WorkerError]
+    while stack:
+        cls = stack.pop()
+        seen.append(cls)
+        stack.extend(cls.__subclasses__())
+    return seen

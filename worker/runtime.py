@@ -34,6 +34,7 @@ from worker.errors import (
     EngineUnavailableError,
     ShuttingDownError,
     WorkerError,
+    error_code,
 )
 from worker.models import LoadOutcome, ModelManager
 from worker.repository import ModelRepository
@@ -223,7 +224,7 @@ class Worker:
         return pb.TaskResult(
             task_id=task.task_id,
             ok=False,
-            error_code=exc.code,  # type: ignore[arg-type]
+            error_code=error_code(exc),
             error_message=str(exc),
             label=task.label,
             labels_loaded=self.models.cache.ready,
