@@ -7,7 +7,7 @@
   `Authorization: Bearer <key>` or `X-API-Key: <key>`; without a valid key: 401.
 - `/upload-model` takes only `SMARTROUTING_ADMIN_KEY` when it is set: 401 without a key, 403
   with a valid API key that is not the admin key. The admin key is accepted everywhere.
-- `/health`, `/metrics` and `/openapi.json` stay open for probes and scrapers.
+- `/health`, `/metrics`, `/openapi.json` and `/docs` stay open for probes and scrapers.
 
 Secrets are compared with `hmac.compare_digest` (constant time in the secret's content).
 """
@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from dispatcher.errors import DispatcherError, Forbidden, Unauthorized, error_response
 
 #: Paths that never ask for a key (probes, Prometheus, the API description).
-OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
+OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs"})
 #: Paths that need the admin key when one is set.
 ADMIN_PATHS = frozenset({"/upload-model"})
 

@@ -1,71 +1,51 @@
-"""Cheap early checks of a task's parameters, so obviously oversized tasks never reach a worker.
+"""Cheap early checks of a task's parameters, so obviously bad tasks never reach a worker.
 
-The worker validates parameters again (it owns the task types); the dispatcher only refuses
-what no worker would accept: nesting deeper than `max_json_depth`, more than `max_texts` texts,
-a text longer than `max_text_chars`. Each refusal is a `ValidationFailed` (422) naming the field.
+The rules are those of `smartrouting.texts`, which the worker applies again (it owns the task
+types): nesting deeper than `max_json_depth`, and for `embed_texts` (or any `texts` list) the
+texts rules: a non-empty list of at most `max_texts` strings of at most `max_text_chars`
+characters. Each refusal is a `ValidationFailed` (422) naming the field.
 `CallerLimits` counts unfinished tasks per caller (429 `CallerBusy` past the limit).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from dispatcher.errors import CallerBusy, ValidationFailed
+from smartrouting.texts import (
+    EMBED_TEXTS,
+    Problem,
+    TextLimits,
+    depth_problem,
+    embed_problem,
+    json_depth,
+    texts_problem,
+)
 
-
-def json_depth(value: Any) -> int:
-    """Nesting depth of a parsed JSON value (a scalar is 0, `[]` and `{}` are 1); iterative."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            deepest = max(deepest, depth)
-            continue
-        deepest = max(deepest, depth + 1)
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def loads_bounded(raw: str | bytes, field: str) -> Any:
-    """`json.loads`, with nesting too deep for Python's parser reported as a 422, not a crash."""
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise ValidationFailed({"field": field, "message": "JSON nested too deeply"}) from None
+__all__ = ["CallerLimits", "check_parameters", "json_depth"]
 
 
 def check_parameters(
-    parameters: Any, max_depth: int, max_texts: int, max_text_chars: int, field: str
+    parameters: Any,
+    max_depth: int,
+    max_texts: int,
+    max_text_chars: int,
+    field: str,
+    task_type: str | None = None,
 ) -> None:
-    """Raise `ValidationFailed` when the parameters are deeper or bigger than allowed."""
-    depth = json_depth(parameters)
-    if depth > max_depth:
-        raise ValidationFailed(
-            {"field": field, "message": f"nested {depth} deep, more than {max_depth}"}
-        )
-    if not isinstance(parameters, dict):
-        return
-    texts = parameters.get("texts")
-    if not isinstance(texts, list):
-        return
-    if len(texts) > max_texts:
-        raise ValidationFailed(
-            {"field": f"{field}.texts", "message": f"{len(texts)} texts, more than {max_texts}"}
-        )
-    for index, text in enumerate(texts):
-        if isinstance(text, str) and len(text) > max_text_chars:
-            raise ValidationFailed(
-                {
-                    "field": f"{field}.texts[{index}]",
-                    "message": f"{len(text)} characters, more than {max_text_chars}",
-                }
-            )
+    """Raise `ValidationFailed` naming `field` (or a path below it) when the parameters break
+    the shared rules: too deep; for `embed_texts` any rule of its parameters; for another
+    task type, the texts rules when it passes a `texts` list."""
+    limits = TextLimits(max_texts, max_text_chars, max_depth)
+    problem: Problem | None = depth_problem(parameters, max_depth)
+    if problem is None and isinstance(parameters, dict):
+        if task_type == EMBED_TEXTS:
+            problem = embed_problem(parameters, limits)
+        elif isinstance(parameters.get("texts"), list):
+            # A task type the dispatcher does not know: only the texts it clearly passes.
+            problem = texts_problem(parameters["texts"], limits)
+    if problem is not None:
+        raise ValidationFailed({"field": problem.field(field), "message": problem.message})
 
 
 class CallerLimits:

@@ -1,263 +1,165 @@
-"""The OpenAPI 3 document of the dispatcher HTTP API, written by hand (at /openapi.json)."""
+"""The OpenAPI 3.1 document of the dispatcher's HTTP API (served at /openapi.json, shown at /docs).
+
+Generated, not written by hand: `dispatcher.operations.OPERATIONS` lists each endpoint
+(summary, description, request type, documented answers, examples) and the schemas come from
+the `dispatcher.schemas` classes the app decodes requests into
+(`msgspec.json.schema_components`). The worker websocket
+(`/worker-listen`) speaks protobuf and is described in the document's text only.
+"""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
-_ERROR = {
-    "type": "object",
-    "required": ["error", "detail"],
-    "properties": {"error": {"type": "string"}, "detail": {}},
+import msgspec
+
+from dispatcher.auth import ADMIN_PATHS, OPEN_PATHS
+from dispatcher.operations import OPERATIONS, Answer, Operation, error
+from dispatcher.schemas import TaskRequest
+
+VERSION = "0.1.0"
+_REF = "#/components/schemas/{name}"
+
+
+#: Rules a JSON Schema can state that msgspec's classes do not, by component name.
+_EXTRA_SCHEMA: dict[str, dict[str, Any]] = {
+    TaskRequest.__name__: {
+        "not": {
+            "description": "`parameters` and `parameters_json` both given (contradictory)",
+            "required": ["parameters", "parameters_json"],
+            "properties": {"parameters": {"type": "object"}, "parameters_json": {"type": "string"}},
+        }
+    }
 }
-_TASK_BODY = {
-    "type": "object",
-    "required": ["task_type", "label"],
-    "properties": {
-        "task_id": {"type": "string", "maxLength": 256, "description": "assigned when absent"},
-        "task_type": {"type": "string", "minLength": 1, "maxLength": 256},
-        "label": {"type": "string", "minLength": 1, "maxLength": 256},
-        "parameters_json": {"type": "string", "description": "task parameters as JSON text"},
-        "parameters": {"type": "object", "description": "alternative to parameters_json"},
-        "timeout_s": {"type": "number", "exclusiveMinimum": 0},
-    },
-}
-_COMPLETED = {
-    "type": "object",
-    "properties": {
-        "task_id": {"type": "string"},
-        "status": {"type": "string", "enum": ["completed"]},
-        "result": {},
-        "worker_id": {"type": "string"},
-        "label": {"type": "string"},
-        "label_miss": {"type": "boolean"},
-        "timings_ms": {
-            "type": "object",
-            "properties": {k: {"type": "number"} for k in ("queue", "load", "run", "total")},
-        },
-    },
-}
-_STATUS = {
-    "type": "object",
-    "required": ["task_id", "status"],
-    "properties": {
-        "task_id": {"type": "string"},
-        "status": {"type": "string", "enum": ["queued", "running", "completed", "failed"]},
-        "result": {},
-        "error": {"$ref": "#/components/schemas/Error"},
-    },
+
+_SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer", "description": "an API key or the admin key"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
 }
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _err(description: str) -> dict[str, Any]:
-    return _json({"$ref": "#/components/schemas/Error"}, description)
-
-
-_TASK_ERRORS = {
-    "400": _err("body is not a JSON object"),
-    "409": _err("a task with this id is queued or running"),
-    "413": _err("body too large"),
-    "422": _err("a field is missing or invalid"),
-    "429": _err("queue full (Retry-After)"),
-    "503": _err("shutting down, no workers, or attempts exhausted (Retry-After)"),
-}
+def body_types() -> list[Any]:
+    """Every type a documented body decodes into, requests first (each once)."""
+    found: list[Any] = []
+    for op in OPERATIONS:
+        candidates = [op.request] + [
+            t for a in op.answers for t in (a.body if isinstance(a.body, tuple) else (a.body,))
+        ]
+        found.extend(t for t in candidates if t is not None and t not in found)
+    return found
 
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every HTTP endpoint (the websocket is described in text)."""
-    task_body = {"required": True, "content": {"application/json": {"schema": _TASK_BODY}}}
-    document = {
+    types = body_types()
+    schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
+    schema_of = dict(zip(map(_key, types), schemas, strict=True))
+    for name, schema in components.items():
+        _clean_descriptions(schema)
+        schema.update(_EXTRA_SCHEMA.get(name, {}))
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, schema_of)
+    return {
         "openapi": "3.1.0",
         "info": {
             "title": "smart-routing dispatcher",
-            "version": "0.1.0",
+            "version": VERSION,
+            "summary": "Routes inference tasks to the workers that hold their model.",
             "description": (
-                "Routes inference tasks to workers that hold the task's label. Workers connect "
-                "to the websocket `/worker-listen` with a `Worker-Id` header and speak the "
-                "protobuf protocol of proto/smartrouting.proto."
+                "Callers submit tasks over HTTP; the dispatcher queues each and sends it to a "
+                "worker, preferring one that already holds the task's label (its model). Workers "
+                "connect to the websocket `/worker-listen` with a `Worker-Id` header and speak "
+                "the protobuf protocol of proto/smartrouting.proto. Every error answer is JSON "
+                '`{"error": code, "detail": ...}`. With API keys configured, every endpoint but '
+                + ", ".join(sorted(OPEN_PATHS | {"/docs"}))
+                + " needs one (docs/architecture.md)."
             ),
         },
-        "paths": {
-            "/health": {
-                "get": {
-                    "summary": "Liveness",
-                    "responses": {
-                        "200": _json(
-                            {"type": "object", "properties": {"message": {"const": "OK"}}}, "alive"
-                        )
-                    },
-                }
-            },
-            "/workers": {
-                "get": {
-                    "summary": "Connected workers",
-                    "parameters": [
-                        {"name": "detail", "in": "query", "schema": {"type": "boolean"}}
-                    ],
-                    "responses": {
-                        "200": _json(
-                            {"type": "object", "properties": {"workers": {"type": "array"}}},
-                            "worker ids, or records with ?detail=true",
-                        )
-                    },
-                }
-            },
-            "/labels": {
-                "get": {
-                    "summary": "Label -> workers holding it",
-                    "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "additionalProperties": {
-                                    "type": "array",
-                                    "items": {"type": "string"},
-                                },
-                            },
-                            "labels",
-                        )
-                    },
-                }
-            },
-            "/run-task": {
-                "post": {
-                    "summary": "Run a task and wait for its result",
-                    "requestBody": task_body,
-                    "responses": {
-                        "200": _json(_COMPLETED, "the task's result"),
-                        **_TASK_ERRORS,
-                        "404": _err("the worker knows no such model"),
-                        "502": _err("the worker failed the task"),
-                        "504": _err("deadline passed"),
-                    },
-                }
-            },
-            "/tasks": {
-                "post": {
-                    "summary": "Submit a task asynchronously",
-                    "requestBody": task_body,
-                    "responses": {
-                        "202": _json(
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "task_id": {"type": "string"},
-                                    "status": {"const": "queued"},
-                                    "status_url": {"type": "string"},
-                                },
-                            },
-                            "accepted",
-                        ),
-                        **_TASK_ERRORS,
-                    },
-                }
-            },
-            "/tasks/{task_id}": {
-                "get": {
-                    "summary": "Status and result of a task (kept for a bounded time)",
-                    "parameters": [
-                        {
-                            "name": "task_id",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "responses": {"200": _json(_STATUS, "status"), "404": _err("unknown task id")},
-                }
-            },
-            "/upload-model": {
-                "post": {
-                    "summary": "Convert and publish a model (forwarded to the uploader)",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["model_id"],
-                                    "additionalProperties": False,
-                                    "properties": {
-                                        "model_id": {"type": "string"},
-                                        "max_batch_size": {
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "maximum": 1024,
-                                        },
-                                        "overwrite": {"type": "boolean"},
-                                        "model_name": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "status": {"type": "string"},
-                                    "model_name": {"type": "string"},
-                                    "message": {"type": "string"},
-                                },
-                            },
-                            "the uploader's answer, passed through",
-                        ),
-                        "4XX": _err("the uploader's error, passed through"),
-                        "502": _err("uploader unreachable"),
-                        "503": _err("no uploader configured"),
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "responses": {
-                        "200": {"description": "text format", "content": {"text/plain": {}}}
-                    },
-                }
-            },
-            "/stats": {
-                "get": {
-                    "summary": "Counters for the benchmark",
-                    "responses": {
-                        "200": _json({"type": "object"}, "see docs/interfaces.md section 3")
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
-                }
-            },
-        },
-        "components": {"schemas": {"Error": _ERROR}, "securitySchemes": _SECURITY_SCHEMES},
+        "tags": [
+            {"name": "tasks", "description": "Run tasks and read their results."},
+            {"name": "workers", "description": "The connected workers and their labels."},
+            {"name": "admin", "description": "Needs the admin key when one is set."},
+            {"name": "meta", "description": "Probes, metrics and this description."},
+        ],
+        "paths": paths,
+        "components": {"schemas": components, "securitySchemes": _SECURITY_SCHEMES},
     }
-    _add_security(document)
-    return document
 
 
-#: Optional authentication (dispatcher.auth): off unless SMARTROUTING_API_KEYS / _ADMIN_KEY set.
-_SECURITY_SCHEMES = {
-    "bearer": {"type": "http", "scheme": "bearer"},
-    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-}
-#: Open to probes and scrapers whatever the settings.
-_OPEN = ("/health", "/metrics", "/openapi.json")
+def _key(t: Any) -> str:
+    return repr(t)
 
 
-def _add_security(document: dict[str, Any]) -> None:
-    """Every endpoint but the open ones: an optional key, 401 without a valid one (and 403
-    for an API key on /upload-model when an admin key is set)."""
-    for path, operations in document["paths"].items():
-        if path in _OPEN:
-            continue
-        for operation in operations.values():
-            operation["security"] = [{}, {"bearer": []}, {"apiKey": []}]
-            operation["responses"]["401"] = _err("API key (or admin key) missing or invalid")
-            if path == "/upload-model":
-                operation["responses"]["403"] = _err("an API key where the admin key is needed")
+def _schema(body: Any, schema_of: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(body, tuple):
+        return {"anyOf": [schema_of[_key(t)] for t in body]}
+    schema: dict[str, Any] = schema_of[_key(body)]
+    return schema
+
+
+def _content(
+    media_type: str, schema: dict[str, Any] | None, examples: dict[str, Any]
+) -> dict[str, Any]:
+    media: dict[str, Any] = {} if schema is None else {"schema": schema}
+    if examples:
+        media["examples"] = {name: {"value": value} for name, value in examples.items()}
+    return {media_type: media}
+
+
+def _response(answer: Answer, schema_of: dict[str, Any]) -> dict[str, Any]:
+    schema = None if answer.body is None else _schema(answer.body, schema_of)
+    return {
+        "description": answer.description,
+        "content": _content(answer.media_type, schema, answer.examples),
+    }
+
+
+def _operation(op: Operation, schema_of: dict[str, Any]) -> dict[str, Any]:
+    responses = {answer.status: _response(answer, schema_of) for answer in op.answers}
+    operation: dict[str, Any] = {
+        "operationId": op.method + op.path.replace("/", "_").replace("{", "").replace("}", ""),
+        "summary": op.summary,
+        "description": op.description,
+        "tags": [op.tag],
+    }
+    if op.parameters:
+        operation["parameters"] = [dict(p) for p in op.parameters]
+    if op.request is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": _content(
+                "application/json", _schema(op.request, schema_of), op.request_examples
+            ),
+        }
+    if op.path not in OPEN_PATHS:
+        # Optional: no key at all is fine while no API keys are configured.
+        operation["security"] = [{}, {"bearer": []}, {"apiKey": []}]
+        responses["401"] = _response(
+            error(
+                "401",
+                "An API key (or the admin key) is missing or wrong.",
+                "unauthorized",
+                "API key required",
+            ),
+            schema_of,
+        )
+        if op.path in ADMIN_PATHS:
+            responses["403"] = _response(
+                error(
+                    "403",
+                    "An API key where the admin key is needed.",
+                    "forbidden",
+                    "admin key required",
+                ),
+                schema_of,
+            )
+    operation["responses"] = responses
+    return operation
+
+
+def _clean_descriptions(schema: dict[str, Any]) -> None:
+    """Docstrings as msgspec copies them keep their indentation; dedent them."""
+    if isinstance(schema.get("description"), str):
+        schema["description"] = inspect.cleandoc(schema["description"])

@@ -14,10 +14,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from smartrouting.texts import EMBED_TEXTS, TextLimits, depth_problem, embed_problem
 from worker.engines.base import Engine
 from worker.errors import InvalidParametersError, UnknownTaskTypeError
 
-TASK_TYPES = ("embed_texts", "sample_task")
+TASK_TYPES = (EMBED_TEXTS, "sample_task")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class Limits:
     max_texts: int = 256
     max_text_chars: int = 20_000
     max_run_ms: float = 600_000.0
+    max_json_depth: int = 32
+
+    @property
+    def texts(self) -> TextLimits:
+        """The bounds the shared parameter rules (`smartrouting.texts`) take."""
+        return TextLimits(self.max_texts, self.max_text_chars, self.max_json_depth)
 
 
 @dataclass(frozen=True)
@@ -47,15 +54,20 @@ class SampleTask:
 TaskParams = EmbedTexts | SampleTask
 
 
-def _load_object(parameters_json: str) -> dict[str, Any]:
+def _load_object(parameters_json: str, limits: Limits) -> dict[str, Any]:
     if not parameters_json.strip():
         return {}
     try:
         value = json.loads(parameters_json)
     except ValueError as exc:
         raise InvalidParametersError(f"parameters_json is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise InvalidParametersError("parameters_json is nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidParametersError("parameters_json must be a JSON object")
+    problem = depth_problem(value, limits.max_json_depth)
+    if problem is not None:
+        raise InvalidParametersError(f"parameters_json is {problem}")
     return value
 
 
@@ -63,32 +75,18 @@ def parse_task(task_type: str, parameters_json: str, limits: Limits = Limits()) 
     """Validate a task's type and parameters; raises a TaskError subclass."""
     if task_type not in TASK_TYPES:
         raise UnknownTaskTypeError(f"unknown task type {task_type!r}; known: {list(TASK_TYPES)}")
-    params = _load_object(parameters_json)
-    if task_type == "embed_texts":
+    params = _load_object(parameters_json, limits)
+    if task_type == EMBED_TEXTS:
         return _parse_embed(params, limits)
     return _parse_sample(params, limits)
 
 
 def _parse_embed(params: dict[str, Any], limits: Limits) -> EmbedTexts:
-    unknown = set(params) - {"texts", "normalize"}
-    if unknown:
-        raise InvalidParametersError(f"unknown parameter(s): {sorted(unknown)}")
-    texts = params.get("texts")
-    if not isinstance(texts, list) or not texts:
-        raise InvalidParametersError("'texts' must be a non-empty list of strings")
-    if len(texts) > limits.max_texts:
-        raise InvalidParametersError(f"'texts' has {len(texts)} items; at most {limits.max_texts}")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidParametersError(f"'texts[{i}]' is {type(text).__name__}, not a string")
-        if len(text) > limits.max_text_chars:
-            raise InvalidParametersError(
-                f"'texts[{i}]' has {len(text)} characters; at most {limits.max_text_chars}"
-            )
-    normalize = params.get("normalize", True)
-    if not isinstance(normalize, bool):
-        raise InvalidParametersError("'normalize' must be true or false")
-    return EmbedTexts(list(texts), normalize)
+    # The rules live in smartrouting.texts: the dispatcher applies the same ones on the way in.
+    problem = embed_problem(params, limits.texts)
+    if problem is not None:
+        raise InvalidParametersError(str(problem))
+    return EmbedTexts(list(params["texts"]), params.get("normalize", True))
 
 
 def _parse_sample(params: dict[str, Any], limits: Limits) -> SampleTask:

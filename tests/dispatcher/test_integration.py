@@ -319,7 +319,7 @@ async def test_reject_without_workers_answers_503(dispatcher_factory) -> None:
 
 
 async def test_health_workers_labels_shapes(dispatcher, client, workers) -> None:
-    """/health, /workers and /labels answer exactly the shapes of DESIGN.md section 3."""
+    """/health, /workers and /labels answer exactly the shapes of docs/architecture.md §4.1."""
     assert (await client.get("/health")).json() == {"message": "OK"}
     assert (await client.get("/workers")).json() == {"workers": []}
     assert (await client.get("/labels")).json() == {}

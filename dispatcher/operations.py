@@ -1,0 +1,444 @@
+"""The dispatcher's HTTP endpoints as documented: what each takes, answers, and examples.
+
+`OPERATIONS` is the table `dispatcher.openapi` turns into the OpenAPI document. Bodies are named
+by the `dispatcher.schemas` classes the app decodes into; the tests decode every example here
+into its class, so an example cannot drift from the schema it illustrates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dispatcher.schemas import (
+    ErrorBody,
+    Health,
+    Labels,
+    Stats,
+    TaskAccepted,
+    TaskCompleted,
+    TaskRequest,
+    TaskStatus,
+    UploadModelAnswer,
+    UploadModelRequest,
+    WorkerDetails,
+    WorkerIds,
+)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One documented response of an operation.
+
+    `body`: the type its JSON body decodes into, a tuple of types (any of them), or None for a
+    body that is not JSON (`media_type` says what it is). `examples`: name -> example body.
+    """
+
+    status: str
+    description: str
+    body: Any = ErrorBody
+    examples: dict[str, Any] = field(default_factory=dict)
+    media_type: str = "application/json"
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One endpoint: a method on a path, what it takes and what it answers."""
+
+    method: str
+    path: str
+    summary: str
+    description: str
+    tag: str
+    answers: tuple[Answer, ...]
+    request: type | None = None
+    request_examples: dict[str, Any] = field(default_factory=dict)
+    parameters: tuple[dict[str, Any], ...] = ()
+
+
+def error(status: str, description: str, code: str, detail: Any) -> Answer:
+    """A documented error answer with one example body."""
+    return Answer(status, description, examples={code: {"error": code, "detail": detail}})
+
+
+_COMPLETED_EXAMPLE = {
+    "task_id": "3f2a9c",
+    "status": "completed",
+    "result": {"embeddings": [[0.12, -0.05, 0.33]], "dimension": 3, "model": "all-MiniLM-L6-v2"},
+    "worker_id": "worker-1",
+    "label": "all-MiniLM-L6-v2",
+    "label_miss": False,
+    "timings_ms": {"queue": 0.4, "load": 0.0, "run": 7.9, "total": 8.6},
+}
+_TASK_EXAMPLES = {
+    "embed": {
+        "task_type": "embed_texts",
+        "label": "all-MiniLM-L6-v2",
+        "parameters": {"texts": ["a cat sat on the mat", "routing by label"]},
+        "timeout_s": 30,
+    },
+    "parameters_json": {
+        "task_id": "3f2a9c",
+        "task_type": "sample_task",
+        "label": "model-a",
+        "parameters_json": '{"run_ms": 5}',
+    },
+}
+_TASK_ERRORS = (
+    error(
+        "400",
+        "The body is not JSON, or not a JSON object.",
+        "invalid_json",
+        "body is not valid JSON",
+    ),
+    error(
+        "409",
+        "A task with this id is queued or running.",
+        "duplicate_task",
+        "task '3f2a9c' is already queued or running",
+    ),
+    error(
+        "413",
+        "The body is larger than the limit.",
+        "payload_too_large",
+        "body exceeds 4194304 bytes",
+    ),
+    error(
+        "422",
+        "A field is missing, unknown, mistyped or out of range; `parameters` and "
+        "`parameters_json` together; parameters breaking the task type's rules.",
+        "validation_failed",
+        {"field": "parameters.texts", "message": "must be a non-empty list of strings"},
+    ),
+    error(
+        "429",
+        "The queue, or this caller's share of it, is full (see Retry-After).",
+        "queue_full",
+        "10000 tasks are queued (limit 10000)",
+    ),
+    error(
+        "503",
+        "Shutting down, no workers, attempts exhausted or the state database cannot be "
+        "written (see Retry-After).",
+        "no_workers",
+        "no worker is connected",
+    ),
+)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "get",
+        "/health",
+        "Liveness",
+        "Answers while the process serves HTTP.",
+        "meta",
+        (Answer("200", "Alive.", Health, {"ok": {"message": "OK"}}),),
+    ),
+    Operation(
+        "get",
+        "/workers",
+        "Connected workers",
+        "Worker ids; with `?detail=true` each worker's labels, state and counters.",
+        "workers",
+        (
+            Answer(
+                "200",
+                "Worker ids, or worker records with `?detail=true`.",
+                (WorkerIds, WorkerDetails),
+                {
+                    "ids": {"workers": ["worker-1", "worker-2"]},
+                    "detail": {
+                        "workers": [
+                            {
+                                "worker_id": "worker-1",
+                                "state": "ready",
+                                "capacity": 4,
+                                "slots": 2,
+                                "engine": "triton",
+                                "device": "cuda:0",
+                                "labels": ["all-MiniLM-L6-v2"],
+                                "labels_loading": [],
+                                "in_flight": 1,
+                                "completed": 120,
+                                "misses": 3,
+                            }
+                        ]
+                    },
+                },
+            ),
+        ),
+        parameters=(
+            {
+                "name": "detail",
+                "in": "query",
+                "required": False,
+                "description": "`true` for full worker records",
+                "schema": {"type": "boolean", "default": False},
+            },
+        ),
+    ),
+    Operation(
+        "get",
+        "/labels",
+        "Labels and their holders",
+        "Each label held by a worker (loaded or loading) -> ids of the workers holding it.",
+        "workers",
+        (
+            Answer(
+                "200",
+                "Label -> worker ids.",
+                Labels,
+                {"two": {"all-MiniLM-L6-v2": ["worker-1", "worker-2"]}},
+            ),
+        ),
+    ),
+    Operation(
+        "post",
+        "/run-task",
+        "Run a task and wait for its result",
+        "Queues the task, routes it to a worker (preferring one that holds its label) and "
+        "answers when it finishes or its deadline passes.",
+        "tasks",
+        (
+            Answer("200", "The task completed.", TaskCompleted, {"embed": _COMPLETED_EXAMPLE}),
+            *_TASK_ERRORS,
+            error(
+                "404",
+                "The worker has no model with this label.",
+                "task_failed",
+                {"code": "MODEL_NOT_FOUND", "message": "no model 'x'"},
+            ),
+            error(
+                "502",
+                "The worker failed the task.",
+                "task_failed",
+                {"code": "INFERENCE_FAILED", "message": "engine error"},
+            ),
+            error(
+                "504",
+                "The deadline passed before the task finished.",
+                "deadline_exceeded",
+                "no answer within 30.000s",
+            ),
+        ),
+        TaskRequest,
+        _TASK_EXAMPLES,
+    ),
+    Operation(
+        "post",
+        "/tasks",
+        "Submit a task",
+        "Queues the task and answers 202 at once; poll `status_url` for the result. With a "
+        "state database the task survives a dispatcher restart.",
+        "tasks",
+        (
+            Answer(
+                "202",
+                "Queued.",
+                TaskAccepted,
+                {
+                    "queued": {
+                        "task_id": "3f2a9c",
+                        "status": "queued",
+                        "status_url": "/tasks/3f2a9c",
+                    }
+                },
+            ),
+            *_TASK_ERRORS,
+        ),
+        TaskRequest,
+        _TASK_EXAMPLES,
+    ),
+    Operation(
+        "get",
+        "/tasks/{task_id}",
+        "A task's status and result",
+        "Queued, running, completed (with the /run-task answer's fields) or failed (with its "
+        "error). Finished tasks are kept for the result TTL.",
+        "tasks",
+        (
+            Answer(
+                "200",
+                "The task's state.",
+                TaskStatus,
+                {
+                    "running": {"task_id": "3f2a9c", "status": "running"},
+                    "completed": _COMPLETED_EXAMPLE,
+                    "failed": {
+                        "task_id": "3f2a9c",
+                        "status": "failed",
+                        "error": {
+                            "error": "deadline_exceeded",
+                            "detail": "no answer within 30.000s",
+                        },
+                    },
+                },
+            ),
+            error(
+                "404",
+                "No task has this id, or its result expired.",
+                "task_not_found",
+                "no task '3f2a9c' (unknown, or its result expired)",
+            ),
+        ),
+        parameters=(
+            {
+                "name": "task_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "the id the task was submitted with",
+            },
+        ),
+    ),
+    Operation(
+        "post",
+        "/upload-model",
+        "Convert and publish a model",
+        "Checked here (unknown or mistyped fields: 422), then forwarded to the uploader, whose "
+        "answer is passed through once the model is converted to ONNX and published.",
+        "admin",
+        (
+            Answer(
+                "200",
+                "Published.",
+                UploadModelAnswer,
+                {
+                    "published": {
+                        "status": "success",
+                        "message": "BAAI/bge-small-en-v1.5 published as BAAI--bge-small-en-v1.5 "
+                        "(dimension 384, max abs diff 2e-06)",
+                        "model_id": "BAAI/bge-small-en-v1.5",
+                        "model_name": "BAAI--bge-small-en-v1.5",
+                        "dimension": 384,
+                        "max_batch_size": 32,
+                        "max_seq_length": 512,
+                        "max_abs_diff": 2e-06,
+                        "onnx_bytes": 133093467,
+                        "seconds": 41.2,
+                        "replaced": False,
+                    }
+                },
+            ),
+            error(
+                "400",
+                "The body is not JSON, or not a JSON object.",
+                "invalid_json",
+                "body is not valid JSON",
+            ),
+            error(
+                "409",
+                "The model is published already (pass overwrite) or being converted.",
+                "model_exists",
+                "BAAI--bge-small-en-v1.5 exists",
+            ),
+            error(
+                "413",
+                "The body is larger than the limit.",
+                "payload_too_large",
+                "body exceeds 4194304 bytes",
+            ),
+            error(
+                "422",
+                "A field is unknown, mistyped or out of range, or the model id is invalid.",
+                "validation_failed",
+                {"field": "max_batch_size", "message": "Expected `int` <= 1024"},
+            ),
+            Answer("4XX", "Another refusal of the uploader, passed through."),
+            error(
+                "502",
+                "The uploader did not answer.",
+                "uploader_unreachable",
+                "uploader at http://uploader:8000: ConnectError",
+            ),
+            error(
+                "503",
+                "No uploader is configured.",
+                "uploader_not_configured",
+                "no uploader configured",
+            ),
+        ),
+        UploadModelRequest,
+        {"model": {"model_id": "BAAI/bge-small-en-v1.5", "max_batch_size": 32}},
+    ),
+    Operation(
+        "get",
+        "/metrics",
+        "Prometheus metrics",
+        "Counters, gauges and histograms in the Prometheus text format.",
+        "meta",
+        (
+            Answer(
+                "200",
+                "Prometheus text format.",
+                None,
+                {"queue": "# TYPE smartrouting_queue_depth gauge\nsmartrouting_queue_depth 0.0\n"},
+                media_type="text/plain",
+            ),
+        ),
+    ),
+    Operation(
+        "get",
+        "/stats",
+        "Counters",
+        "Totals since start, per label and per worker (read by the benchmark).",
+        "meta",
+        (
+            Answer(
+                "200",
+                "The counters.",
+                Stats,
+                {
+                    "busy": {
+                        "policy": "routed",
+                        "uptime_s": 12.5,
+                        "workers_connected": 1,
+                        "tasks_submitted": 10,
+                        "tasks_completed": 9,
+                        "tasks_failed": 0,
+                        "tasks_redispatched": 0,
+                        "label_hits": 8,
+                        "label_misses": 1,
+                        "load_time_s_total": 0.8,
+                        "run_time_s_total": 0.09,
+                        "avg_task_runtime_s": 0.098889,
+                        "queue_depth": 0,
+                        "in_flight": 1,
+                        "per_label": {
+                            "all-MiniLM-L6-v2": {
+                                "completed": 9,
+                                "misses": 1,
+                                "avg_load_ms": 800.0,
+                                "avg_run_ms": 10.0,
+                                "queued": 0,
+                            }
+                        },
+                        "per_worker": {
+                            "worker-1": {
+                                "completed": 9,
+                                "misses": 1,
+                                "labels": ["all-MiniLM-L6-v2"],
+                                "busy": False,
+                            }
+                        },
+                    }
+                },
+            ),
+        ),
+    ),
+    Operation(
+        "get",
+        "/openapi.json",
+        "This document",
+        "The OpenAPI 3.1 document; /docs shows it as a page.",
+        "meta",
+        (
+            Answer(
+                "200",
+                "OpenAPI 3.1.",
+                dict[str, Any],
+                {"start": {"openapi": "3.1.0", "info": {"title": "smart-routing dispatcher"}}},
+            ),
+        ),
+    ),
+)
