@@ -1,4 +1,4 @@
-"""Benchmark of random versus routed dispatch (DESIGN.md section 8).
+"""Benchmark of random versus routed dispatch (docs/architecture.md §8).
 
 Modules: `trace` (the seeded traffic), `bounds` (Belady's lower bound on misses),
 `summary` (the report in the original system's format), `charts` (PNG charts),

@@ -63,6 +63,20 @@ class Config:
         2.0, "routed policy: serve a queued task by any idle worker after this many load times"
     )
     seed: int | None = setting(None, "seed of the random policy's choices, for reproducible runs")
+    # The demand model (dispatcher/demand.py): a label's request rate decays with this time
+    # constant, and it needs rate x run time / target utilisation copies.
+    demand_time_constant_s: float = setting(
+        10.0, "routed policy: time constant of each label's decayed request rate, in seconds"
+    )
+    target_utilisation: float = setting(
+        0.7, "routed policy: busy share of a copy's time the demand model plans for (0-1]"
+    )
+    preload: bool = setting(
+        True, "routed policy: preload copies of labels whose demand exceeds their copies"
+    )
+    max_preload_share: float = setting(
+        0.25, "routed policy: most of the idle workers that may be loading a preload at once"
+    )
     max_json_depth: int = setting(32, "deepest nesting of a task's parameters JSON (deeper: 422)")
     # Early checks of `embed_texts`-style parameters; the worker checks again.
     max_texts: int = setting(256, "most texts per task (more: 422)")
@@ -98,6 +112,12 @@ class Config:
             raise ValueError("max_attempts must be >= 1")
         if self.task_timeout_s <= 0:
             raise ValueError("task_timeout_s must be > 0")
+        if not 0 < self.target_utilisation <= 1:
+            raise ValueError("target_utilisation must be in (0, 1]")
+        if self.demand_time_constant_s <= 0:
+            raise ValueError("demand_time_constant_s must be > 0")
+        if not 0 <= self.max_preload_share <= 1:
+            raise ValueError("max_preload_share must be in [0, 1]")
         if isinstance(self.api_keys, str):  # Config(api_keys="a,b") from code
             object.__setattr__(self, "api_keys", parse_keys(self.api_keys))
 

@@ -3,13 +3,17 @@
 Exception tree::
 
     DispatcherError (500 internal)
+    ├── RegistryError (500 registry_error: an impossible registry operation, a bug)
+    ├── ProtocolViolation (400 protocol_violation: a worker broke the protocol; close 1008)
     ├── BadRequest (400 bad_request)
     │   └── InvalidJSON (400 invalid_json)
     ├── Unauthorized (401 unauthorized)
     ├── Forbidden (403 forbidden)
     ├── ValidationFailed (422 validation_failed)
     ├── PayloadTooLarge (413 payload_too_large)
-    ├── TaskNotFound (404 task_not_found)
+    ├── NotFound (404 not_found: no such route)
+    │   └── TaskNotFound (404 task_not_found)
+    ├── MethodNotAllowed (405 method_not_allowed)
     ├── DuplicateTask (409 duplicate_task)
     ├── QueueFull (429 queue_full, Retry-After)
     ├── CallerBusy (429 caller_busy, Retry-After)
@@ -23,12 +27,18 @@ Exception tree::
     │   ├── TaskFailed (502 task_failed; status chosen from the worker's error code)
     │   └── UploaderUnreachable (502 uploader_unreachable)
     └── DeadlineExceeded (504 deadline_exceeded)
+
+Errors are values as well as exceptions: a failed task keeps its error object (`code`,
+`detail`, `retry_after_s`), the state database stores `to_record()`, and `from_record()` builds
+the same error back after a restart. `error_response` is the one place that renders an error
+as HTTP (docs/architecture.md §4).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -52,6 +62,35 @@ class DispatcherError(Exception):
     def to_json(self) -> dict[str, Any]:
         """The JSON body `{"error": ..., "detail": ...}`."""
         return {"error": self.code, "detail": self.detail}
+
+    def to_record(self) -> dict[str, Any]:
+        """What the state database keeps of this error (`from_record` reads it back)."""
+        return {"code": self.code, "detail": self.detail, "retry_after_s": self.retry_after_s}
+
+    @staticmethod
+    def from_record(record: dict[str, Any]) -> DispatcherError:
+        """The error `to_record()` described; an unknown code becomes the base class."""
+        cls = _CLASS_BY_CODE.get(str(record.get("code")), DispatcherError)
+        detail, retry = record.get("detail"), record.get("retry_after_s")
+        retry_after_s = float(retry) if isinstance(retry, (int, float)) else None
+        if cls is TaskFailed and isinstance(detail, dict):
+            return TaskFailed(str(detail.get("code")), str(detail.get("message")))
+        error = cls.__new__(cls)
+        DispatcherError.__init__(error, detail, retry_after_s=retry_after_s)
+        return error
+
+
+class RegistryError(DispatcherError):
+    """An impossible registry operation (unknown worker, illegal state change): a bug."""
+
+    code = "registry_error"
+
+
+class ProtocolViolation(DispatcherError):
+    """A worker broke the wire protocol; only its connection is closed (1008)."""
+
+    status = 400
+    code = "protocol_violation"
 
 
 class BadRequest(DispatcherError):
@@ -95,11 +134,24 @@ class PayloadTooLarge(DispatcherError):
     code = "payload_too_large"
 
 
-class TaskNotFound(DispatcherError):
-    """No task (queued, running or kept result) has this id."""
+class NotFound(DispatcherError):
+    """No route answers this path."""
 
     status = 404
+    code = "not_found"
+
+
+class TaskNotFound(NotFound):
+    """No task (queued, running or kept result) has this id."""
+
     code = "task_not_found"
+
+
+class MethodNotAllowed(DispatcherError):
+    """The route exists but not for this method."""
+
+    status = 405
+    code = "method_not_allowed"
 
 
 class DuplicateTask(DispatcherError):
@@ -217,6 +269,25 @@ async def handle_dispatcher_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (no route, wrong method) in the same JSON shape."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        detail = f"{request.method} not allowed on {request.url.path}"
+        return error_response(MethodNotAllowed(detail))
+    if exc.status_code == 404:
+        return error_response(NotFound(f"no route {request.url.path}"))
+    error = DispatcherError(exc.detail)
+    return JSONResponse(error.to_json(), status_code=exc.status_code, headers=exc.headers)
+
+
+#: Exception handlers of the dispatcher app: every error goes through `error_response`.
+EXCEPTION_HANDLERS = {
+    DispatcherError: handle_dispatcher_error,
+    HTTPException: handle_http_exception,
+}
+
+
 def all_error_classes() -> list[type[DispatcherError]]:
     """Every class of the tree, the base included (tests check each has a status)."""
     seen: list[type[DispatcherError]] = []
@@ -226,3 +297,6 @@ def all_error_classes() -> list[type[DispatcherError]]:
         seen.append(cls)
         stack.extend(cls.__subclasses__())
     return seen
+
+
+_CLASS_BY_CODE: dict[str, type[DispatcherError]] = {cls.code: cls for cls in all_error_classes()}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: Assumed before anything is measured: loading is far dearer than running (DESIGN.md 1).
+#: Assumed before anything is measured: loading is far dearer than running
+#: (docs/architecture.md §1.1).
 DEFAULT_LOAD_MS = 1000.0
 DEFAULT_RUN_MS = 50.0
 
@@ -66,3 +67,23 @@ class LabelEstimates:
             self._load.setdefault(label, MovingAverage(self.alpha)).add(load_ms)
         if run_ms >= 0:
             self._run.setdefault(label, MovingAverage(self.alpha)).add(run_ms)
+
+    def observe_result(
+        self,
+        label: str,
+        *,
+        label_miss: bool,
+        load_ms: float,
+        run_ms: float,
+        turnaround_ms: float | None = None,
+    ) -> None:
+        """Learn from a worker's report of a completed task.
+
+        The run time learned is how long a holder stays busy as the dispatcher sees it: the
+        worker's run time, or the whole round trip (`turnaround_ms`, when known) minus the
+        load when that is longer (network, queueing inside the worker).
+        """
+        busy_ms = run_ms
+        if turnaround_ms is not None:
+            busy_ms = max(run_ms, turnaround_ms - (load_ms if label_miss else 0.0))
+        self.observe(label, load_ms=load_ms if label_miss else None, run_ms=busy_ms)

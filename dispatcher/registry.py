@@ -18,9 +18,10 @@ import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from dispatcher.errors import RegistryError
+from proto import smartrouting_pb2 as pb
 
-class RegistryError(Exception):
-    """An impossible registry operation (unknown worker, illegal state change)."""
+__all__ = ["IndexedSet", "Registry", "RegistryError", "WorkerRecord", "WorkerState"]
 
 
 class WorkerState(enum.Enum):
@@ -90,7 +91,7 @@ class IndexedSet:
 
 @dataclass
 class WorkerRecord:
-    """One connected worker: its limits, labels, running tasks and counters."""
+    """One connected worker: its limits, labels and running tasks."""
 
     worker_id: str
     capacity: int = 1
@@ -105,9 +106,20 @@ class WorkerRecord:
     loading: set[str] = field(default_factory=set)
     #: Running tasks: task id -> label.
     in_flight: dict[str, str] = field(default_factory=dict)
-    completed: int = 0
-    misses: int = 0
     connected_at: float = 0.0
+
+    @classmethod
+    def from_hello(cls, hello: pb.Hello, now: float) -> WorkerRecord:
+        """The record of a worker that just said Hello."""
+        return cls(
+            worker_id=hello.worker_id,
+            capacity=hello.capacity or 1,
+            slots=hello.slots or 1,
+            engine=hello.engine,
+            device=hello.device,
+            task_types=tuple(hello.task_types),
+            connected_at=now,
+        )
 
     @property
     def free_slots(self) -> int:

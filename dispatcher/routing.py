@@ -1,7 +1,7 @@
 """The routing policies: pure functions of the registry, the queue and the estimates.
 
 A policy never mutates anything and does no I/O: it reads the state and returns a decision,
-which the dispatcher core applies (DESIGN.md section 5). Three questions are asked:
+which the dispatcher core applies (docs/architecture.md §5). Three questions are asked:
 
 - `place(task, now)`: a task arrives; dispatch it now, or queue it?
 - `next_for(worker_id, now)`: a worker has a free slot; which queued task should it take?
@@ -67,9 +67,14 @@ class Dispatch:
 
 @dataclass(frozen=True)
 class Enqueue:
-    """Keep the task queued until a worker frees up (or its deadline)."""
+    """Keep the task queued until a worker frees up (or its deadline).
+
+    `recheck_after_s`: ask `rescue` again after this long even if no worker frees up (the
+    starvation guard of a task waiting for a busy holder); None: no re-check needed.
+    """
 
     reason: Reason
+    recheck_after_s: float | None = None
 
 
 Decision = Dispatch | Enqueue
@@ -107,10 +112,13 @@ class RoutedPolicy:
             return float("inf")
         return self.estimates.run_ms(label) * position / holders
 
+    def patience_ms(self, label: str) -> float:
+        """How long a queued task of `label` waits before it is starving."""
+        return self.starvation_factor * self.estimates.load_ms(label)
+
     def starving(self, task: TaskRecord, now: float) -> bool:
         """Whether `task` has waited longer than `starvation_factor` loads of its label."""
-        waited_ms = (now - task.enqueued_at) * 1000.0
-        return waited_ms > self.starvation_factor * self.estimates.load_ms(task.label)
+        return (now - task.enqueued_at) * 1000.0 > self.patience_ms(task.label)
 
     def place(self, task: TaskRecord, now: float) -> Decision:
         label = task.label
@@ -120,7 +128,9 @@ class RoutedPolicy:
         if self.registry.holders(label):
             position = self.queue.count(label) + 1
             if self.expected_wait_ms(label, position) <= self.estimates.load_ms(label):
-                return Enqueue(Reason.WAIT_FOR_HOLDER)
+                # Just past the patience, so the re-check finds the task starving.
+                recheck_s = self.patience_ms(label) / 1000.0 + 0.001
+                return Enqueue(Reason.WAIT_FOR_HOLDER, recheck_after_s=recheck_s)
         if not self.registry.idle:
             return Enqueue(Reason.NO_IDLE_WORKER)
         return self._load_anywhere(task) or Enqueue(Reason.NO_IDLE_WORKER)

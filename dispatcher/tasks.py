@@ -7,12 +7,14 @@ push, pop and removal of any task (deadline, cancel).
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import time
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
+
+from dispatcher.errors import DispatcherError
+from proto import smartrouting_pb2 as pb
 
 
 class TaskState(enum.Enum):
@@ -47,10 +49,8 @@ class TaskRecord:
     label_miss: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
     result: Any = None
-    #: The error answer: (http status, JSON body) once failed.
-    error: tuple[int, dict[str, Any]] | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    deadline_handle: asyncio.TimerHandle | None = None
+    #: Why the task failed, once it has (rendered by `dispatcher.errors.error_response`).
+    error: DispatcherError | None = None
     finished_at: float = 0.0
     #: Who submitted it (per-caller limit); None: not counted.
     caller: str | None = None
@@ -59,11 +59,38 @@ class TaskRecord:
     #: Read back from the state database after a restart.
     restored: bool = False
 
+    def to_frame(self, evict: tuple[str, ...] = ()) -> pb.Task:
+        """The Task frame that sends this task to a worker."""
+        return pb.Task(
+            task_id=self.task_id,
+            task_type=self.task_type,
+            label=self.label,
+            parameters_json=self.parameters_json,
+            deadline_unix_ms=self.deadline_unix_ms,
+            evict_hint=list(evict),
+            attempt=self.attempt,
+        )
+
+    def record_run(self, result: pb.TaskResult, now: float) -> None:
+        """Keep what the worker reported of this task's run: miss, timings and its result."""
+        self.label_miss = result.label_miss
+        self.timings_ms = {
+            "queue": round((self.dispatched_at - self.enqueued_at) * 1000 + result.queue_ms, 3),
+            "load": round(result.load_ms, 3),
+            "run": round(result.run_ms, 3),
+            "total": round((now - self.submitted_at) * 1000, 3),
+        }
+        if result.ok:
+            try:
+                self.result = json.loads(result.result_json) if result.result_json else None
+            except json.JSONDecodeError:
+                self.result = result.result_json
+
     def answer_json(self) -> dict[str, Any]:
         """What the state database keeps of a finished task to answer /tasks/{id} again."""
         if self.state is TaskState.COMPLETED:
             return {"completed": self.completed_json()}
-        return {"error": list(self.error) if self.error else None}
+        return {"error": self.error.to_record() if self.error else None}
 
     def restore_answer(self, state: TaskState, answer: dict[str, Any]) -> None:
         """Fill a finished task in from `answer_json()` read back from the database."""
@@ -76,7 +103,7 @@ class TaskRecord:
             self.timings_ms = done.get("timings_ms") or {}
         else:
             error = answer.get("error")
-            self.error = (int(error[0]), error[1]) if error else None
+            self.error = DispatcherError.from_record(error) if isinstance(error, dict) else None
 
     def status_json(self) -> dict[str, Any]:
         """The /tasks/{id} answer."""
@@ -84,7 +111,7 @@ class TaskRecord:
         if self.state is TaskState.COMPLETED:
             body.update(self.completed_json())
         elif self.state is TaskState.FAILED and self.error is not None:
-            body["error"] = self.error[1]
+            body["error"] = self.error.to_json()
         return body
 
     def completed_json(self) -> dict[str, Any]:
@@ -172,16 +199,14 @@ class ResultStore:
         return task_id in self._tasks
 
     def get(self, task_id: str) -> TaskRecord | None:
-        self.expire()
         return self._tasks.get(task_id)
 
     def add(self, task: TaskRecord) -> None:
         self._finished.pop(task.task_id, None)  # a finished task's id may be reused
         self._tasks[task.task_id] = task
 
-    def finished(self, task: TaskRecord, now: float | None = None) -> None:
+    def finished(self, task: TaskRecord, now: float) -> None:
         """Start the retention clock of a finished task."""
-        now = time.monotonic() if now is None else now
         self._finished[task.task_id] = now
         self._finished.move_to_end(task.task_id)
 
@@ -190,9 +215,8 @@ class ResultStore:
         task = self._tasks.get(task_id)
         return task is not None and not task.state.finished
 
-    def expire(self, now: float | None = None) -> int:
+    def expire(self, now: float) -> int:
         """Drop finished tasks older than the TTL; returns how many went."""
-        now = time.monotonic() if now is None else now
         dropped = 0
         while self._finished:
             task_id, at = next(iter(self._finished.items()))

@@ -5,41 +5,42 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from dispatcher.core import Dispatcher, LabelStats
+from dispatcher.runtime import Dispatcher
+from dispatcher.stats import LabelStats
 
 
 def stats_json(d: Dispatcher) -> dict[str, Any]:
     """The /stats answer (docs/interfaces.md section 3)."""
-    c = d.counters
+    c, core = d.stats.counters, d.core
     per_label: dict[str, Any] = {}
-    for label in sorted(set(c.per_label) | set(d.queue.labels())):
+    for label in sorted(set(c.per_label) | set(core.queue.labels())):
         s = c.per_label.get(label, LabelStats())
         per_label[label] = {
             "completed": s.completed,
             "misses": s.misses,
             # Means of what workers reported; the learned estimate before any report.
             "avg_load_ms": round(
-                s.load_ms_total / s.misses if s.misses else d.estimates.load_ms(label), 3
+                s.load_ms_total / s.misses if s.misses else core.estimates.load_ms(label), 3
             ),
             "avg_run_ms": round(
-                s.run_ms_total / s.completed if s.completed else d.estimates.run_ms(label), 3
+                s.run_ms_total / s.completed if s.completed else core.estimates.run_ms(label), 3
             ),
-            "queued": d.queue.count(label),
+            "queued": core.queue.count(label),
         }
     per_worker = {
         wid: {
-            "completed": w.completed,
-            "misses": w.misses,
+            "completed": d.stats.worker(wid).completed,
+            "misses": d.stats.worker(wid).misses,
             "labels": sorted(w.labels),
             "busy": w.free_slots == 0,
         }
-        for wid, w in sorted(d.registry.workers.items())
+        for wid, w in sorted(core.registry.workers.items())
     }
     done = c.completed
     return {
         "policy": d.config.policy,
         "uptime_s": round(time.monotonic() - d.started_at, 3),
-        "workers_connected": len(d.registry),
+        "workers_connected": len(core.registry),
         "tasks_submitted": c.submitted,
         "tasks_completed": done,
         "tasks_failed": c.failed,
@@ -51,8 +52,8 @@ def stats_json(d: Dispatcher) -> dict[str, Any]:
         "avg_task_runtime_s": (
             round((c.load_ms_total + c.run_ms_total) / 1000 / done, 6) if done else 0.0
         ),
-        "queue_depth": len(d.queue),
-        "in_flight": len(d.running),
+        "queue_depth": len(core.queue),
+        "in_flight": len(core.running),
         "per_label": per_label,
         "per_worker": per_worker,
     }
@@ -60,7 +61,7 @@ def stats_json(d: Dispatcher) -> dict[str, Any]:
 
 def workers_json(d: Dispatcher, detail: bool) -> dict[str, Any]:
     """The /workers answer; `detail` adds labels, state and counters."""
-    ids = sorted(d.registry.workers)
+    ids = sorted(d.core.registry.workers)
     if not detail:
         return {"workers": ids}
     return {
@@ -75,9 +76,9 @@ def workers_json(d: Dispatcher, detail: bool) -> dict[str, Any]:
                 "labels": sorted(w.labels),
                 "labels_loading": sorted(w.loading),
                 "in_flight": len(w.in_flight),
-                "completed": w.completed,
-                "misses": w.misses,
+                "completed": d.stats.worker(w.worker_id).completed,
+                "misses": d.stats.worker(w.worker_id).misses,
             }
-            for w in (d.registry.workers[i] for i in ids)
+            for w in (d.core.registry.workers[i] for i in ids)
         ]
     }

@@ -21,17 +21,15 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dispatcher.auth import AuthSettings
-from dispatcher.core import GOING_AWAY_CLOSE_CODE, Dispatcher
+from dispatcher.core import GOING_AWAY_CLOSE_CODE
+from dispatcher.errors import ProtocolViolation
+from dispatcher.runtime import Dispatcher
 from proto import frames
 from proto import smartrouting_pb2 as pb
 
 log = logging.getLogger("dispatcher.workers")
 
 POLICY_VIOLATION = frames.POLICY_VIOLATION_CLOSE_CODE
-
-
-class ProtocolViolation(Exception):
-    """The worker broke the protocol; its connection is closed with 1008."""
 
 
 class WebSocketLink:
@@ -68,14 +66,19 @@ class WebSocketLink:
 
 
 class WorkerEndpoint:
-    """The ASGI websocket handler bound to one dispatcher."""
+    """The websocket handler of one app; the dispatcher comes from the lifespan state."""
 
-    def __init__(self, dispatcher: Dispatcher, auth: AuthSettings | None = None) -> None:
-        self.dispatcher = dispatcher
+    def __init__(self, auth: AuthSettings | None = None) -> None:
         self.auth = auth or AuthSettings()
         self._connecting: set[str] = set()
 
     async def __call__(self, websocket: WebSocket) -> None:
+        dispatcher: Dispatcher = websocket.state.dispatcher
+        await self.serve(websocket, dispatcher)
+
+    async def serve(self, websocket: WebSocket, dispatcher: Dispatcher) -> None:
+        """One worker's session, from the handshake to its departure."""
+        core = dispatcher.core
         worker_id = websocket.headers.get("worker-id", "").strip()
         await websocket.accept()
         refusal = self.auth.worker_refusal(websocket.headers)
@@ -86,10 +89,10 @@ class WorkerEndpoint:
         if not worker_id:
             await websocket.close(POLICY_VIOLATION, "missing Worker-Id header")
             return
-        if not self.dispatcher.accepting:
+        if not core.accepting:
             await websocket.close(GOING_AWAY_CLOSE_CODE, "dispatcher shutting down")
             return
-        if worker_id in self.dispatcher.registry or worker_id in self._connecting:
+        if worker_id in core.registry or worker_id in self._connecting:
             await websocket.close(
                 POLICY_VIOLATION, f"duplicate Worker-Id {worker_id!r}: already connected"
             )
@@ -98,21 +101,21 @@ class WorkerEndpoint:
         link: WebSocketLink | None = None
         joined = False
         try:
-            hello = await self._hello(websocket, worker_id)
+            hello = await self._hello(websocket, worker_id, dispatcher.config.hello_timeout_s)
             link = WebSocketLink(websocket)
             link.send(
                 pb.DispatcherMessage(
                     welcome=pb.Welcome(
                         protocol_version=frames.PROTOCOL_VERSION,
-                        dispatcher_id=self.dispatcher.dispatcher_id,
-                        policy=self.dispatcher.config.policy,
+                        dispatcher_id=dispatcher.dispatcher_id,
+                        policy=dispatcher.config.policy,
                     )
                 )
             )
             self._connecting.discard(worker_id)
-            self.dispatcher.worker_joined(hello, link)
+            core.worker_joined(hello, link)
             joined = True
-            await self._serve(websocket, worker_id)
+            await self._serve(websocket, worker_id, dispatcher)
         except ProtocolViolation as exc:
             log.warning("worker %s: %s", worker_id, exc)
             if link is not None:
@@ -125,7 +128,7 @@ class WorkerEndpoint:
         finally:
             self._connecting.discard(worker_id)
             if joined:
-                self.dispatcher.worker_left(worker_id)
+                core.worker_left(worker_id)
             if link is not None:
                 link.writer.cancel()
 
@@ -143,8 +146,7 @@ class WorkerEndpoint:
         except frames.FrameDecodeError as exc:
             raise ProtocolViolation(str(exc)) from exc
 
-    async def _hello(self, websocket: WebSocket, worker_id: str) -> pb.Hello:
-        timeout = self.dispatcher.config.hello_timeout_s
+    async def _hello(self, websocket: WebSocket, worker_id: str, timeout: float) -> pb.Hello:
         message = await self._receive(websocket, timeout)
         kind = message.WhichOneof("body")
         if kind != "hello":
@@ -161,8 +163,8 @@ class WorkerEndpoint:
             )
         return hello
 
-    async def _serve(self, websocket: WebSocket, worker_id: str) -> None:
-        d = self.dispatcher
+    async def _serve(self, websocket: WebSocket, worker_id: str, dispatcher: Dispatcher) -> None:
+        d = dispatcher.core
         while True:
             message = await self._receive(websocket)
             kind = message.WhichOneof("body")

@@ -16,6 +16,7 @@ COPY dispatcher/ dispatcher/
 COPY worker/ worker/
 COPY uploader/ uploader/
 COPY benchmark/ benchmark/
+COPY smartrouting/ smartrouting/
 # A wheel of the project plus wheels of its base dependencies only (no extras).
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 

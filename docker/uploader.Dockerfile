@@ -24,6 +24,7 @@ COPY dispatcher/ dispatcher/
 COPY worker/ worker/
 COPY uploader/ uploader/
 COPY benchmark/ benchmark/
+COPY smartrouting/ smartrouting/
 RUN pip install --no-cache-dir ".[${EXTRAS}]" \
     && useradd --uid 10001 --user-group --create-home --shell /usr/sbin/nologin smartrouting \
     && mkdir -p /models /cache \

@@ -21,6 +21,7 @@ COPY dispatcher/ dispatcher/
 COPY worker/ worker/
 COPY uploader/ uploader/
 COPY benchmark/ benchmark/
+COPY smartrouting/ smartrouting/
 # The image's Python 3 is the one Triton's Python backend embeds; install into it (with pip
 # from Ubuntu should the image ever ship without it).
 RUN (python3 -m pip --version \

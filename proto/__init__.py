@@ -1,4 +1,4 @@
-"""The wire protocol between dispatcher and workers (DESIGN.md section 4).
+"""The wire protocol between dispatcher and workers (docs/architecture.md §2).
 
 `smartrouting.proto` is the source; `smartrouting_pb2` is generated from it by
 `task proto` and committed. Use `proto.frames` to turn messages into websocket

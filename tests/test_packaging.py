@@ -1,4 +1,4 @@
-"""Packaging: the layout DESIGN.md section 2 requires and the weight of each install."""
+"""Packaging: the layout docs/architecture.md §1.3 requires and the weight of each install."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def _closure(requirements: list[str]) -> set[str]:
 
 
 def test_top_level_layout_exists() -> None:
-    """The entries DESIGN.md section 2 marks as required are present."""
+    """The entries docs/architecture.md §1.3 marks as required are present."""
     for entry in [
         "pyproject.toml",
         "Taskfile.yml",

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from dispatcher.__main__ import DispatcherServer, uvicorn_config
 from dispatcher.config import Config
+from dispatcher.server import DispatcherServer
 from tests.support import scaled, wait_until
 
 
@@ -32,15 +32,17 @@ class RunningDispatcher:
         return f"ws://127.0.0.1:{self.port}/worker-listen"
 
     @property
+    def dispatcher(self) -> Any:
+        """The running `Dispatcher` (read it only from the server's loop, or for counters)."""
+        return self.server.dispatcher
+
+    @property
     def core(self) -> Any:
-        """The Dispatcher object (read it only from the server's loop, or for counters)."""
-        app = self.server.config.loaded_app
-        while not hasattr(app, "state"):
-            app = app.app
-        return app.state.dispatcher
+        """The dispatcher's sans-I/O `Core` (registry, queue, running tasks)."""
+        return self.server.dispatcher.core
 
     def stop(self, timeout: float = 20.0) -> None:
-        self.server.should_exit = True
+        self.server.stop()
         self.thread.join(scaled(timeout))
         if self.thread.is_alive():
             self.server.force_exit = True
@@ -50,7 +52,7 @@ class RunningDispatcher:
 def start_dispatcher(config: Config) -> RunningDispatcher:
     """Start a dispatcher on 127.0.0.1 with an OS-chosen port."""
     cfg = replace(config, host="127.0.0.1", port=0, log_level="warning")
-    server = DispatcherServer(uvicorn_config(cfg))
+    server = DispatcherServer(cfg)
     thread = threading.Thread(target=server.run, daemon=True, name="dispatcher-test")
     thread.start()
     wait_until(lambda: bool(server.started) or not thread.is_alive(), 15, "dispatcher to start")

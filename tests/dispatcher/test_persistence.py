@@ -117,7 +117,7 @@ async def test_unwritable_state_db_refuses_with_503_and_accepts_nothing(
     """When the state database cannot be written, POST /tasks answers 503 store_failed and
     the task does not exist (not accepted, so not silently lost)."""
     d = dispatcher_factory(state_db=str(tmp_path / "state.db"))
-    d.core.store._db.close()  # every later write fails as on a broken disk
+    d.dispatcher.store._db.close()  # every later write fails as on a broken disk
     async with httpx.AsyncClient(base_url=d.base_url, timeout=15) as client:
         answer = await client.post("/tasks", json={**BODY, "task_id": "doomed"})
         assert (answer.status_code, answer.json()["error"]) == (503, "store_failed")

@@ -1,115 +1,35 @@
-"""The policies on the benchmark's reference scenarios, in a discrete-event simulation.
+"""The policies on the benchmark's reference scenarios, driving the REAL dispatcher core.
 
-No sockets and no sleeping: simulated time, the real Registry, TaskQueue, LabelEstimates and
-policies, and workers modelled as in the simulated engine (load ~270 ms, run ~10 ms, LRU cache
-honouring evict hints). Two workers of capacity 2, 2,400 requests from two closed-loop
-producers, labels uniform (DESIGN.md section 8).
+No sockets and no sleeping: `benchmark.simulation` runs the real `Core`, `Admission`, policy,
+registry, queue and estimates in virtual time, with workers modelled as in the simulated
+engine (load ~270 ms, run ~10 ms, LRU cache honouring evict hints). Two workers of capacity 2,
+2,400 requests from two closed-loop producers, labels uniform (docs/architecture.md §8).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import random
-from collections import OrderedDict
-from dataclasses import dataclass, field
 
 import pytest
 
-from dispatcher.estimates import LabelEstimates
-from dispatcher.registry import Registry, WorkerRecord
-from dispatcher.routing import Dispatch, Enqueue, Reason, make_policy
-from dispatcher.tasks import TaskQueue, TaskRecord
-
-
-@dataclass
-class SimWorker:
-    capacity: int
-    loaded: OrderedDict[str, None] = field(default_factory=OrderedDict)
-
-
-@dataclass
-class Outcome:
-    misses: int
-    completed: int
-    avg_runtime_s: float
+from benchmark.simulation import Outcome, Simulation, closed_loop
+from dispatcher.config import Config
 
 
 def simulate(
     policy_name: str, labels: int, wait_avg: float, wait_sd: float, seed: int = 1
 ) -> Outcome:
-    rng = random.Random(seed)
+    sim = Simulation(Config(policy=policy_name, task_timeout_s=300.0), workers=2, seed=seed + 2)
     trace = random.Random(seed + 1)
-    registry, queue, estimates = Registry(), TaskQueue(), LabelEstimates()
-    policy = make_policy(policy_name, registry, queue, estimates, random.Random(seed + 2))
-    workers = {f"w{i}": SimWorker(capacity=2) for i in range(2)}
-    for wid in workers:
-        registry.add(WorkerRecord(wid, capacity=2, slots=1))
-    events: list[tuple[float, int, str, object]] = []
-    seq = itertools.count()
-    tasks: dict[str, tuple[TaskRecord, int]] = {}
-    total, sent, misses, done, busy_s = 2400, 0, 0, 0, 0.0
-
-    def push(at: float, kind: str, payload: object) -> None:
-        heapq.heappush(events, (at, next(seq), kind, payload))
-
-    def start(now: float, d: Dispatch) -> None:
-        nonlocal misses, busy_s
-        task, producer = tasks[d.task_id]
-        queue.remove(task.task_id)
-        registry.assign(d.worker_id, task.task_id, task.label, d.evict, now)
-        w = workers[d.worker_id]
-        load = 0.0
-        if task.label not in w.loaded:
-            misses += 1
-            load = max(0.05, rng.gauss(0.270, 0.030))
-            while len(w.loaded) >= w.capacity:
-                hinted = [h for h in d.evict if h in w.loaded]
-                del w.loaded[hinted[0] if hinted else next(iter(w.loaded))]
-            w.loaded[task.label] = None
-        w.loaded.move_to_end(task.label)
-        run = max(0.002, rng.gauss(0.010, 0.002))
-        busy_s += load + run
-        push(now + load + run, "finish", (d.worker_id, task, producer, load, run))
-
-    def submit(now: float, producer: int) -> None:
-        nonlocal sent
-        if sent >= total:
-            return
-        sent += 1
-        label = f"label-{trace.randrange(labels)}"
-        task = TaskRecord(f"t{sent}", "sample_task", label, "{}", now, now + 300, 0)
-        task.enqueued_at = now
-        tasks[task.task_id] = (task, producer)
-        decision = policy.place(task, now)
-        if isinstance(decision, Dispatch):
-            start(now, decision)
-            return
-        assert isinstance(decision, Enqueue)
-        queue.push(task)
-        if decision.reason is Reason.WAIT_FOR_HOLDER:
-            push(now + 2 * estimates.load_ms(label) / 1000 + 0.001, "rescue", None)
-
-    for producer in range(2):
-        push(0.0, "submit", producer)
-    while events:
-        now, _, kind, payload = heapq.heappop(events)
-        if kind == "submit":
-            submit(now, payload)  # type: ignore[arg-type]
-        elif kind == "rescue":
-            while (d := policy.rescue(now)) is not None:
-                start(now, d)
-        else:
-            wid, task, producer, load, run = payload  # type: ignore[misc]
-            registry.finish(wid, task.task_id)
-            registry.set_labels(wid, list(workers[wid].loaded), now=now)
-            estimates.observe(task.label, load_ms=load * 1000 if load else None, run_ms=run * 1000)
-            done += 1
-            if sent < total:
-                push(now + max(0.1, rng.gauss(wait_avg, wait_sd)), "submit", producer)
-            while (d := policy.next_for(wid, now)) is not None:
-                start(now, d)
-    return Outcome(misses, done, busy_s / done)
+    closed_loop(
+        sim,
+        (f"label-{trace.randrange(labels)}" for _ in range(2400)),
+        producers=2,
+        wait_avg_s=wait_avg,
+        wait_stddev_s=wait_sd,
+        rng=random.Random(seed),
+    )
+    return sim.run()
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -131,3 +51,15 @@ def test_at_capacity_routed_converges_to_no_misses(seed: int) -> None:
     assert routed.completed == 2400
     assert routed.misses <= 12, routed
     assert random_.misses > 900, random_
+
+
+def test_the_simulation_counts_what_the_core_counts() -> None:
+    """The outcome the simulation records agrees with the core's own statistics."""
+    sim = Simulation(Config(), workers=2, seed=5)
+    trace = random.Random(6)
+    closed_loop(sim, (f"l{trace.randrange(5)}" for _ in range(300)), 2, 0.5, 0.2, random.Random(7))
+    outcome = sim.run()
+    counters = sim.stats.counters
+    assert outcome.completed == counters.completed == 300
+    assert outcome.misses == counters.misses == sum(link.loads for link in sim.links)
+    assert not sim.core.queue and not sim.core.running

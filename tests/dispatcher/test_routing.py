@@ -79,7 +79,8 @@ PLACE_CASES = [
         [W("w1", {"a": 1}, busy=True), W("w2", {})],
         {},
         "a",
-        Enqueue(Reason.WAIT_FOR_HOLDER),
+        # Re-checked just after the starvation patience: 2 x the 1,000 ms load of `build`.
+        Enqueue(Reason.WAIT_FOR_HOLDER, recheck_after_s=2.001),
         id="holder-busy-wait-is-cheaper",
     ),
     pytest.param(
@@ -229,7 +230,9 @@ def test_wait_threshold_follows_learned_times() -> None:
     """The wait-versus-load choice flips when measured run time exceeds load time."""
     registry, queue, estimates = build([W("w1", {"a": 1}, busy=True), W("w2", {})])
     policy = RoutedPolicy(registry, queue, estimates)
-    assert policy.place(make_task("t", "a"), NOW) == Enqueue(Reason.WAIT_FOR_HOLDER)
+    assert policy.place(make_task("t", "a"), NOW) == Enqueue(
+        Reason.WAIT_FOR_HOLDER, recheck_after_s=2 * estimates.load_ms("a") / 1000 + 0.001
+    )
     for _ in range(30):
         estimates.observe("a", load_ms=200.0, run_ms=900.0)
     assert policy.place(make_task("t", "a"), NOW) == Dispatch(

@@ -1,0 +1,142 @@
+"""Statistics of one dispatcher, kept by observing the core: `/stats` counters and Prometheus.
+
+`Stats` is a `CoreObserver` (docs/architecture.md §3.3): the core tells it what happened and it
+counts, so the core never touches a counter or a metric and `/stats` and `/metrics` read one
+source. Gauges (queue depth, tasks in flight, workers) are read from the core when scraped.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from dispatcher.interfaces import NullObserver
+from dispatcher.metrics import Metrics
+from dispatcher.registry import Registry, WorkerRecord
+from dispatcher.routing import Decision, Dispatch
+from dispatcher.tasks import TaskQueue, TaskRecord, TaskState
+from proto import smartrouting_pb2 as pb
+
+log = logging.getLogger("dispatcher")
+
+
+@dataclass
+class LabelStats:
+    """Per-label totals for /stats."""
+
+    completed: int = 0
+    misses: int = 0
+    load_ms_total: float = 0.0
+    run_ms_total: float = 0.0
+
+
+@dataclass
+class WorkerStats:
+    """Per-worker totals for /stats and /workers?detail=true (while it is connected)."""
+
+    completed: int = 0
+    misses: int = 0
+
+
+@dataclass
+class Counters:
+    """Totals for /stats."""
+
+    submitted: int = 0
+    completed: int = 0
+    failed: int = 0
+    redispatched: int = 0
+    late_results: int = 0
+    hits: int = 0
+    misses: int = 0
+    load_ms_total: float = 0.0
+    run_ms_total: float = 0.0
+    per_label: dict[str, LabelStats] = field(default_factory=dict)
+    per_worker: dict[str, WorkerStats] = field(default_factory=dict)
+
+
+class Stats(NullObserver):
+    """Counts what the core reports; feeds /stats and Prometheus."""
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics or Metrics()
+        self.counters = Counters()
+
+    def watch(self, registry: Registry, queue: TaskQueue, running: dict[str, TaskRecord]) -> None:
+        """Gauges read the core's state when scraped instead of being set on every change."""
+        self.metrics.queue_depth.set_function(lambda: len(queue))
+        self.metrics.in_flight.set_function(lambda: len(running))
+        self.metrics.workers_connected.set_function(lambda: len(registry))
+
+    def task_rejected(self, label: str) -> None:
+        """Admission refused a task (queue full)."""
+        self.metrics.tasks.labels(label, "rejected").inc()
+
+    def task_accepted(self, task: TaskRecord) -> None:
+        self.counters.submitted += 1
+
+    def task_routed(self, task: TaskRecord, decision: Decision, now: float) -> None:
+        self.metrics.decisions.labels(decision.reason.value).inc()
+        if isinstance(decision, Dispatch):
+            self.metrics.dispatch_latency.observe(now - task.submitted_at)
+
+    def task_redispatched(self, task: TaskRecord) -> None:
+        self.counters.redispatched += 1
+        self.metrics.redispatches.inc()
+
+    def task_finished(self, task: TaskRecord, now: float) -> None:
+        if task.state is TaskState.COMPLETED:
+            self.counters.completed += 1
+            self.metrics.tasks.labels(task.label, "completed").inc()
+        else:
+            self.counters.failed += 1
+            code = task.error.code if task.error is not None else "failed"
+            self.metrics.tasks.labels(task.label, code).inc()
+        self.metrics.task_latency.observe(now - task.submitted_at)
+
+    def result_observed(
+        self, record: WorkerRecord | None, label: str, result: pb.TaskResult
+    ) -> None:
+        c = self.counters
+        per_label = c.per_label.setdefault(label, LabelStats())
+        per_worker = c.per_worker.get(record.worker_id) if record is not None else None
+        if result.label_miss:
+            c.misses += 1
+            per_label.misses += 1
+            self.metrics.label_misses.labels(label).inc()
+            self.metrics.model_loads.labels(label).inc()
+            if per_worker is not None:
+                per_worker.misses += 1
+        else:
+            c.hits += 1
+            self.metrics.label_hits.labels(label).inc()
+        if result.ok:
+            c.load_ms_total += result.load_ms
+            c.run_ms_total += result.run_ms
+            per_label.completed += 1
+            per_label.load_ms_total += result.load_ms if result.label_miss else 0.0
+            per_label.run_ms_total += result.run_ms
+            if per_worker is not None:
+                per_worker.completed += 1
+
+    def late_result(self, worker_id: str, task_id: str) -> None:
+        self.counters.late_results += 1
+        self.metrics.late_results.inc()
+
+    def worker_joined(self, record: WorkerRecord) -> None:
+        self.counters.per_worker[record.worker_id] = WorkerStats()
+        log.info(
+            "worker %s joined: capacity %d slots %d labels %s",
+            record.worker_id,
+            record.capacity,
+            record.slots,
+            sorted(record.labels),
+        )
+
+    def worker_left(self, record: WorkerRecord) -> None:
+        self.counters.per_worker.pop(record.worker_id, None)
+        log.info("worker %s left with %d tasks running", record.worker_id, len(record.in_flight))
+
+    def worker(self, worker_id: str) -> WorkerStats:
+        """The totals of a connected worker (zeros for one not seen)."""
+        return self.counters.per_worker.get(worker_id) or WorkerStats()

@@ -1,0 +1,279 @@
+"""The sans-I/O core on its own: virtual time, recording links, no sockets and no event loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from benchmark.simulation import VirtualClock, VirtualTimers
+from dispatcher.admission import Admission
+from dispatcher.config import Config
+from dispatcher.core import Core
+from dispatcher.errors import (
+    AttemptsExhausted,
+    CallerBusy,
+    DeadlineExceeded,
+    DispatcherError,
+    DuplicateTask,
+    NoWorkers,
+    QueueFull,
+    ShuttingDown,
+    TaskFailed,
+    all_error_classes,
+)
+from dispatcher.stats import Stats
+from dispatcher.tasks import TaskRecord, TaskState
+from proto import smartrouting_pb2 as pb
+
+
+@dataclass
+class RecordingLink:
+    """A worker link that keeps every frame the core sends."""
+
+    frames: list[pb.DispatcherMessage] = field(default_factory=list)
+
+    def send(self, message: pb.DispatcherMessage) -> None:
+        self.frames.append(message)
+
+    async def close(self, code: int, reason: str) -> None:
+        return None
+
+    def tasks(self) -> list[pb.Task]:
+        return [f.task for f in self.frames if f.WhichOneof("body") == "task"]
+
+    def cancels(self) -> list[str]:
+        return [f.cancel.task_id for f in self.frames if f.WhichOneof("body") == "cancel"]
+
+
+@dataclass
+class Harness:
+    core: Core
+    admission: Admission
+    stats: Stats
+    clock: VirtualClock
+    timers: VirtualTimers
+    links: dict[str, RecordingLink] = field(default_factory=dict)
+
+    def join(self, worker_id: str, labels: tuple[str, ...] = (), slots: int = 1) -> RecordingLink:
+        link = RecordingLink()
+        hello = pb.Hello(worker_id=worker_id, capacity=2, slots=slots, labels_loaded=labels)
+        self.core.worker_joined(hello, link)
+        self.links[worker_id] = link
+        return link
+
+    def submit(self, label: str, task_id: str | None = None, **kw: object) -> TaskRecord:
+        task = self.admission.admit("t", label, "{}", task_id, **kw)  # type: ignore[arg-type]
+        self.core.accept(task)
+        return task
+
+    def answer(self, worker_id: str, task_id: str, ok: bool = True, **kw: object) -> None:
+        result = pb.TaskResult(task_id=task_id, ok=ok, **kw)  # type: ignore[arg-type]
+        self.core.worker_result(worker_id, result)
+
+    def advance(self, seconds: float) -> None:
+        until = self.clock.now + seconds
+        self.timers.run(until=until)
+        self.clock.now = until
+
+
+def harness(**config: object) -> Harness:
+    clock = VirtualClock()
+    timers = VirtualTimers(clock)
+    core = Core(Config(**config), clock, timers)  # type: ignore[arg-type]
+    stats = Stats()
+    admission = Admission(core, rejected=stats.task_rejected)
+    core.observers.extend([stats, admission])
+    return Harness(core, admission, stats, clock, timers)
+
+
+def test_a_task_goes_to_the_idle_holder_and_completes() -> None:
+    """Dispatch to the holder; its result completes the task with the worker's timings."""
+    h = harness()
+    h.join("w1", ("b",))
+    link = h.join("w2", ("a",))
+    task = h.submit("a")
+    assert [t.task_id for t in link.tasks()] == [task.task_id] and task.worker_id == "w2"
+    h.clock.now = 0.25
+    h.answer("w2", task.task_id, result_json='{"x": 1}', run_ms=5.0, labels_loaded=["a"])
+    assert task.state is TaskState.COMPLETED and task.result == {"x": 1}
+    assert task.timings_ms["total"] == 250.0 and task.timings_ms["run"] == 5.0
+    assert h.stats.counters.completed == 1 and h.stats.counters.hits == 1
+    assert not h.core.running
+
+
+def test_deadline_of_a_running_task_cancels_it_and_frees_the_slot_after_the_grace() -> None:
+    """504 at the deadline, Cancel to the worker, slot freed when the worker never answers."""
+    h = harness(cancel_grace_s=2.0)
+    link = h.join("w1", ("a",))
+    first = h.submit("a", timeout_s=1.0)
+    second = h.submit("a", timeout_s=60.0)
+    h.advance(1.0)
+    assert first.state is TaskState.FAILED and isinstance(first.error, DeadlineExceeded)
+    assert link.cancels() == [first.task_id]
+    assert second.state is TaskState.QUEUED  # the slot is still taken
+    h.advance(2.0)
+    assert second.state is TaskState.RUNNING and second.worker_id == "w1"
+
+
+def test_deadline_of_a_queued_task_takes_it_out_of_the_queue() -> None:
+    """A queued task that times out leaves the queue; nothing is sent."""
+    h = harness()
+    task = h.submit("a", timeout_s=0.5)
+    h.advance(0.5)
+    assert task.state is TaskState.FAILED and not h.core.queue
+
+
+def test_a_worker_leaving_sends_its_task_elsewhere_then_gives_up() -> None:
+    """Re-dispatch on disconnect, counted; after max_attempts the task fails 503."""
+    h = harness(max_attempts=2)
+    h.join("w1", ("a",))
+    task = h.submit("a")
+    h.join("w2", ("a",))
+    h.core.worker_left("w1")
+    assert task.worker_id == "w2" and task.attempt == 2
+    assert h.stats.counters.redispatched == 1
+    h.core.worker_left("w2")
+    assert task.state is TaskState.FAILED and isinstance(task.error, AttemptsExhausted)
+
+
+def test_a_task_handed_back_at_shutdown_does_not_use_up_an_attempt() -> None:
+    """WORKER_SHUTTING_DOWN and Goodbye's returned tasks re-dispatch without counting."""
+    h = harness(max_attempts=1)
+    h.join("w1", ("a",))
+    task = h.submit("a")
+    h.join("w2", ("a",))
+    h.answer("w1", task.task_id, ok=False, error_code=pb.WORKER_SHUTTING_DOWN)
+    assert task.worker_id == "w2" and task.state is TaskState.RUNNING
+    h.core.worker_goodbye("w2", pb.Goodbye(returned_task_ids=[task.task_id]))
+    assert task.state is TaskState.RUNNING and task.worker_id == "w1"
+
+
+def test_a_worker_error_fails_the_task_with_the_status_of_its_code() -> None:
+    """MODEL_NOT_FOUND becomes 404 task_failed naming the worker's code."""
+    h = harness()
+    h.join("w1", ("a",))
+    task = h.submit("a")
+    h.answer("w1", task.task_id, ok=False, error_code=pb.MODEL_NOT_FOUND, error_message="no")
+    assert isinstance(task.error, TaskFailed) and task.error.http_status == 404
+    assert task.error.to_json()["detail"] == {"code": "MODEL_NOT_FOUND", "message": "no"}
+
+
+def test_a_result_for_a_task_already_answered_is_counted_late() -> None:
+    """The task timed out; the worker's answer after that is a late result, not a second one."""
+    h = harness()
+    h.join("w1", ("a",))
+    task = h.submit("a", timeout_s=0.1)
+    h.advance(0.1)
+    h.answer("w1", task.task_id, run_ms=1.0)
+    assert task.state is TaskState.FAILED and h.stats.counters.late_results == 1
+
+
+def test_waiting_for_a_busy_holder_is_rechecked_after_the_patience() -> None:
+    """A task waiting for a busy holder is loaded elsewhere once it starves (the decision's
+    re-check time, not a formula of the core's own)."""
+    h = harness()
+    h.join("w1", ("a",))
+    h.submit("a")
+    idle = h.join("w2", ("b",))
+    waiting = h.submit("a")
+    assert waiting.state is TaskState.QUEUED and not idle.tasks()
+    h.advance(2.1)  # the default load estimate is 1 s; the starvation factor 2
+    assert waiting.worker_id == "w2" and idle.tasks()[0].task_id == waiting.task_id
+
+
+def test_stop_accepting_answers_queued_tasks_and_refuses_new_ones() -> None:
+    """Shutdown step one: queued callers get 503 shutting_down; admission refuses."""
+    h = harness()
+    task = h.submit("a")
+    h.core.stop_accepting()
+    assert isinstance(task.error, ShuttingDown) and task.state is TaskState.FAILED
+    with pytest.raises(ShuttingDown):
+        h.submit("a")
+
+
+def test_fail_running_answers_every_running_task() -> None:
+    """Shutdown step two: running tasks past the bound are answered 503."""
+    h = harness()
+    h.join("w1", ("a",))
+    task = h.submit("a")
+    h.core.fail_running()
+    assert isinstance(task.error, ShuttingDown) and not h.core.running
+
+
+def test_a_restored_task_takes_a_buffered_result_instead_of_running_again() -> None:
+    """After a restart, a worker's buffered result completes the re-queued task once."""
+    h = harness()
+    h.join("w1", ("b",))
+    h.submit("b")  # keeps the only worker busy, so the restored task stays queued
+    task = h.admission.admit("t", "a", "{}", "kept")
+    task.restored = True
+    h.core.accept(task)
+    assert task.state is TaskState.QUEUED
+    h.answer("w1", "kept", result_json="7", labels_loaded=["a", "b"])
+    assert task.state is TaskState.COMPLETED and task.result == 7
+    assert not h.core.queue and h.stats.counters.late_results == 0
+
+
+@pytest.mark.parametrize(
+    ("config", "setup", "error"),
+    [
+        ({"reject_without_workers": True}, [], NoWorkers),
+        ({"max_queue": 1}, ["queued"], QueueFull),
+        ({"max_tasks_per_caller": 1}, ["mine"], CallerBusy),
+        ({}, ["same"], DuplicateTask),
+    ],
+)
+def test_admission_refusals(config: dict[str, object], setup: list[str], error: type) -> None:
+    """Each admission check refuses with its error and leaves nothing behind."""
+    h = harness(**config)
+    for task_id in setup:
+        h.submit("a", task_id=task_id if task_id == "same" else None, caller="c")
+    queued = len(h.core.queue)
+    with pytest.raises(error):
+        h.submit("a", task_id="same" if setup == ["same"] else None, caller="c")
+    assert len(h.core.queue) == queued
+
+
+def test_a_callers_count_is_released_when_its_task_finishes() -> None:
+    """Per-caller limit: the slot comes back with the answer."""
+    h = harness(max_tasks_per_caller=1)
+    h.join("w1", ("a",))
+    task = h.submit("a", caller="c")
+    h.answer("w1", task.task_id)
+    h.submit("a", caller="c")  # admitted again
+
+
+def test_queue_full_is_counted_as_rejected() -> None:
+    """A refused task is a `rejected` outcome in the metrics."""
+    h = harness(max_queue=1)
+    h.submit("a")
+    with pytest.raises(QueueFull):
+        h.submit("a")
+    assert h.stats.metrics.tasks.labels("a", "rejected")._value.get() == 1
+
+
+@pytest.mark.parametrize("cls", all_error_classes(), ids=lambda c: c.__name__)
+def test_every_error_survives_the_state_database(cls: type[DispatcherError]) -> None:
+    """An error stored as a record comes back as the same class, status, body and retry."""
+    if cls is TaskFailed:
+        error: DispatcherError = TaskFailed("MODEL_NOT_FOUND", "gone")
+    else:
+        error = cls.__new__(cls)
+        DispatcherError.__init__(error, {"why": cls.__name__}, retry_after_s=3.0)
+    back = DispatcherError.from_record(error.to_record())
+    assert type(back) is cls
+    assert (back.http_status, back.to_json(), back.retry_after_s) == (
+        error.http_status,
+        error.to_json(),
+        error.retry_after_s,
+    )
+
+
+def test_a_deadline_the_worker_sees_first_is_the_same_504() -> None:
+    """A worker's DEADLINE_EXCEEDED answers 504 deadline_exceeded, as the core's own timer."""
+    h = harness()
+    h.join("w1", ("a",))
+    task = h.submit("a")
+    h.answer("w1", task.task_id, ok=False, error_code=pb.DEADLINE_EXCEEDED, error_message="late")
+    assert isinstance(task.error, DeadlineExceeded) and task.error.code == "deadline_exceeded"
