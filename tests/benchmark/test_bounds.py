@@ -1,10 +1,10 @@
-"""Table tests of Belady's bound and LRU on one cache (benchmark/bounds.py)."""
+"""Table tests of Belady's bound, LRU and compulsory misses on one cache (benchmark/bounds.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmark.bounds import belady_misses, lru_misses
+from benchmark.bounds import belady_misses, compulsory_misses, lru_misses
 from benchmark.trace import TraceConfig, build_trace
 
 # The textbook reference string (Silberschatz): OPT 9 faults, LRU 12, with 3 frames.
@@ -53,3 +53,32 @@ def test_bad_cache_size() -> None:
     """A cache of size 0 is refused."""
     with pytest.raises(ValueError, match="cache size"):
         belady_misses(["a"], 0)
+
+
+@pytest.mark.parametrize(
+    ("sequence", "start", "belady", "lru", "compulsory"),
+    [
+        # TEXTBOOK with 3 frames; the misses at index >= start.
+        (TEXTBOOK, 0, 9, 12, 6),
+        (TEXTBOOK, 10, 3, 4, 0),
+        (TEXTBOOK, 17, 1, 1, 0),
+        (TEXTBOOK, 20, 0, 0, 0),
+        (list("abcd"), 2, 2, 2, 2),
+    ],
+)
+def test_window_from_start(
+    sequence: list[str], start: int, belady: int, lru: int, compulsory: int
+) -> None:
+    """`start` counts only the later requests while the cache evolves over all of them."""
+    opt, recent = belady_misses(sequence, 3, start=start), lru_misses(sequence, 3, start=start)
+    assert (opt.misses, recent.misses, opt.compulsory) == (belady, lru, compulsory)
+    assert compulsory_misses(sequence, start=start) == compulsory
+    assert opt.requests == len(sequence) - start and opt.start == start
+    assert opt.to_json()["start"] == start
+
+
+def test_start_outside_the_sequence() -> None:
+    """A window starting past the end (or before 0) is refused."""
+    for start in (-1, 4):
+        with pytest.raises(ValueError, match="start"):
+            lru_misses(list("abc"), 2, start=start)

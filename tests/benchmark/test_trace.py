@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from benchmark.trace import (
@@ -11,6 +13,7 @@ from benchmark.trace import (
     fingerprint,
     label_names,
     label_weights,
+    shift_permutation,
 )
 
 
@@ -95,6 +98,10 @@ def test_open_loop_poisson_rate() -> None:
         {"wait_stddev": -1.0},
         {"mode": "open", "rate": 0.0},
         {"mode": "sideways"},
+        {"distribution": "pareto"},
+        {"distribution": "zipf", "zipf_s": 0.0},
+        {"distribution": "shifting", "zipf_s": -1.0},
+        {"distribution": "shifting", "shift_every_s": 0.0},
     ],
 )
 def test_bad_config_rejected(kwargs: dict[str, object]) -> None:
@@ -105,7 +112,78 @@ def test_bad_config_rejected(kwargs: dict[str, object]) -> None:
 
 def test_weights_sum_to_one_and_bad_distribution() -> None:
     """Weights are probabilities; an unknown distribution raises."""
-    for dist in ("uniform", "zipf"):
+    for dist in ("uniform", "zipf", "shifting"):
         assert abs(sum(label_weights(10, dist)) - 1.0) < 1e-12  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown distribution"):
         label_weights(3, "pareto")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("s", [0.8, 1.2])
+def test_zipf_exponent(s: float) -> None:
+    """The exponent is a parameter: rank 1 / rank 2 frequencies are near 2^s."""
+    trace = build_trace(TraceConfig(requests=40_000, labels=50, distribution="zipf", zipf_s=s))
+    counts = trace.label_counts()
+    assert 0.9 * 2**s < counts["label-0"] / counts["label-1"] < 1.1 * 2**s
+    assert label_weights(50, "shifting", s) == label_weights(50, "zipf", s)
+
+
+def test_shift_permutation() -> None:
+    """Phase 0 is label-0 first; later phases are seeded shuffles of the same labels."""
+    assert shift_permutation(6, 0, seed=1) == label_names(6)
+    one, two = shift_permutation(100, 1, seed=1), shift_permutation(100, 2, seed=1)
+    assert sorted(one) == sorted(label_names(100))
+    assert one != label_names(100) and two != label_names(100) and one != two
+    assert shift_permutation(100, 1, seed=1) == one
+    assert shift_permutation(100, 1, seed=2) != one
+
+
+def _open_shifting(**kwargs: object) -> TraceConfig:
+    base: dict[str, object] = {
+        "requests": 12_000,
+        "labels": 50,
+        "mode": "open",
+        "rate": 1000.0,
+        "distribution": "shifting",
+        "shift_every_s": 4.0,
+        "seed": 5,
+    }
+    return TraceConfig(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+def test_shifting_open_loop_hot_label_moves_each_phase() -> None:
+    """Every 4 s of arrivals the most requested label is rank 0 of that phase's permutation."""
+    trace = build_trace(_open_shifting())
+    zipf = build_trace(_open_shifting(distribution="zipf"))
+    phases: dict[int, Counter[str]] = {}
+    for entry in trace.entries:
+        phases.setdefault(int(entry.at_s // 4.0), Counter())[entry.label] += 1
+    assert len(phases) >= 3
+    hot = [phases[p].most_common(1)[0][0] for p in sorted(phases) if sum(phases[p].values()) > 2000]
+    assert hot == [shift_permutation(50, p, seed=5)[0] for p in range(len(hot))]
+    assert len(set(hot)) == len(hot)
+    # Before the first shift the labels are the zipf trace's; the timing is the same throughout.
+    first = [e.label for e in trace.entries if e.at_s < 4.0]
+    assert first == zipf.labels[: len(first)] and trace.labels != zipf.labels
+    assert [e.at_s for e in trace.entries] == [e.at_s for e in zipf.entries]
+
+
+def test_shifting_is_deterministic() -> None:
+    """Same config, same shifting trace; another seed, another one."""
+    assert fingerprint(build_trace(_open_shifting())) == fingerprint(build_trace(_open_shifting()))
+    assert build_trace(_open_shifting()).labels != build_trace(_open_shifting(seed=6)).labels
+
+
+def test_shifting_closed_loop_follows_producer_clocks() -> None:
+    """Closed loop: a request's phase is its producer's sum of earlier think times."""
+    config = TraceConfig(
+        requests=600, producers=3, labels=20, distribution="shifting", shift_every_s=30.0, seed=2
+    )
+    trace = build_trace(config)
+    zipf = build_trace(TraceConfig(**{**config.__dict__, "distribution": "zipf"}))
+    clocks = [0.0] * 3
+    for entry, plain in zip(trace.entries, zipf.entries, strict=True):
+        phase = int(clocks[entry.producer] // 30.0)
+        rank = label_names(20).index(plain.label)
+        assert entry.label == shift_permutation(20, phase, seed=2)[rank]
+        clocks[entry.producer] += entry.wait_s
+    assert max(clocks) > 90.0  # the trace spans several phases
