@@ -71,8 +71,10 @@ class Config:
     target_utilisation: float = setting(
         0.7, "routed policy: busy share of a copy's time the demand model plans for (0-1]"
     )
+    # Off by default: on the Zipf and shifting traces it added misses and no latency gain
+    # (see the README's routing-at-scale table); it pays off for bursts on few labels.
     preload: bool = setting(
-        True, "routed policy: preload copies of labels whose demand exceeds their copies"
+        False, "routed policy: preload copies of labels whose demand exceeds their copies"
     )
     max_preload_share: float = setting(
         0.25, "routed policy: most of the idle workers that may be loading a preload at once"

@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterable
 
 from dispatcher.config import Config
+from dispatcher.demand import DemandModel
 from dispatcher.errors import (
     AttemptsExhausted,
     DeadlineExceeded,
@@ -30,6 +31,9 @@ from dispatcher.tasks import ResultStore, TaskQueue, TaskRecord, TaskState
 from proto import smartrouting_pb2 as pb
 
 log = logging.getLogger("dispatcher")
+
+#: Forget labels nobody asks for any more once every this many arrivals.
+DEMAND_PRUNE_EVERY = 4096
 
 GOING_AWAY_CLOSE_CODE = 1001
 
@@ -48,14 +52,24 @@ class Core:
         self.queue = TaskQueue()
         self.results = ResultStore(ttl_s=config.result_ttl_s)
         self.estimates = LabelEstimates()
-        rng = random.Random(config.seed)
+        self.demand = DemandModel(config.demand_time_constant_s, config.target_utilisation)
         self.policy = make_policy(
-            config.policy, self.registry, self.queue, self.estimates, rng, config.starvation_factor
+            config.policy,
+            self.registry,
+            self.queue,
+            self.estimates,
+            random.Random(config.seed),
+            config.starvation_factor,
+            self.demand,
+            config.max_preload_share,
         )
         self.links: dict[str, WorkerLink] = {}
         self.running: dict[str, TaskRecord] = {}
         self.accepting = True
         self._deadlines: dict[str, Cancellable] = {}
+        #: Workers loading a preload: worker id -> label (until their next LabelsChanged).
+        self._preloads: dict[str, str] = {}
+        self._arrivals = 0
 
     # ---- tasks --------------------------------------------------------------------------
 
@@ -71,7 +85,10 @@ class Core:
         if not self.accepting:
             self.fail(task, ShuttingDown("the dispatcher is shutting down", retry_after_s=1.0))
             return
+        self._record_demand(task.label, now)
         self._apply(task, self.policy.place(task, now), front=False)
+        if self.config.preload:
+            self._preload(task.label, now)
 
     def keep_finished(self, task: TaskRecord) -> None:
         """Keep an already finished task readable until its retention ends (after a restart)."""
@@ -86,6 +103,18 @@ class Core:
             self.results.add(task)
         task.error = error
         self._finish(task, TaskState.FAILED)
+
+    def cancel(self, task_id: str, error: DispatcherError) -> TaskRecord | None:
+        """Answer a queued or running task with `error` now; a running one's worker is sent
+        Cancel (its slot is freed when it answers, or after the grace). Returns the task
+        (unchanged when it had already finished), None when no task has this id."""
+        task = self.results.get(task_id)
+        if task is None or task.state.finished:
+            return task
+        if task.state is TaskState.RUNNING:
+            self._send_cancel(task, error.code)
+        self.fail(task, error)
+        return task
 
     # ---- workers ------------------------------------------------------------------------
 
@@ -105,6 +134,7 @@ class Core:
     def worker_left(self, worker_id: str) -> None:
         """A worker's connection ended: drop its labels, re-dispatch its running tasks."""
         self.links.pop(worker_id, None)
+        self._preloads.pop(worker_id, None)
         if worker_id not in self.registry:
             return
         record = self.registry.remove(worker_id)
@@ -163,6 +193,7 @@ class Core:
     def worker_labels_changed(self, worker_id: str, change: pb.LabelsChanged) -> None:
         """The worker's labels changed outside a task (full state)."""
         now = self.clock.monotonic()
+        self._preloads.pop(worker_id, None)
         self.registry.set_labels(worker_id, change.labels_loaded, set(change.labels_loading), now)
         self._fill(worker_id, now)
         self._fill_all_idle()
@@ -192,6 +223,23 @@ class Core:
             self.fail(task, ShuttingDown("the dispatcher shut down before the task ended"))
 
     # ---- applying decisions -------------------------------------------------------------
+
+    def _record_demand(self, label: str, now: float) -> None:
+        self.demand.record(label, now)
+        self._arrivals += 1
+        if self._arrivals % DEMAND_PRUNE_EVERY == 0:
+            self.demand.prune(now, keep=self.registry.held_labels() | set(self.queue.labels()))
+
+    def _preload(self, label: str, now: float) -> None:
+        decision = self.policy.preload(label, now, len(self._preloads))
+        if decision is None:
+            return
+        self.registry.preload(decision.worker_id, decision.label, decision.evict, now)
+        self._preloads[decision.worker_id] = decision.label
+        frame = pb.Preload(label=decision.label, evict_hint=list(decision.evict))
+        self.links[decision.worker_id].send(pb.DispatcherMessage(preload=frame))
+        for o in self.observers:
+            o.preload_sent(decision)
 
     def _apply(self, task: TaskRecord, decision: Decision, front: bool) -> None:
         if isinstance(decision, Dispatch):
@@ -281,20 +329,21 @@ class Core:
         self._deadlines.pop(task.task_id, None)
         if task.state.finished:
             return
-        worker_id = task.worker_id or ""
-        link = self.links.get(worker_id) if task.state is TaskState.RUNNING else None
-        if link is not None:
-            link.send(
-                pb.DispatcherMessage(
-                    cancel=pb.Cancel(task_id=task.task_id, reason="deadline exceeded")
-                )
-            )
-            # The slot stays taken until the worker answers, but not forever.
-            self.timers.call_later(
-                self.config.cancel_grace_s, self._release_slot, worker_id, task.task_id
-            )
+        if task.state is TaskState.RUNNING:
+            self._send_cancel(task, "deadline exceeded")
         waited = self.clock.monotonic() - task.submitted_at
         self.fail(task, DeadlineExceeded(f"no answer within {waited:.3f}s"))
+
+    def _send_cancel(self, task: TaskRecord, reason: str) -> None:
+        worker_id = task.worker_id or ""
+        link = self.links.get(worker_id)
+        if link is None:
+            return
+        link.send(pb.DispatcherMessage(cancel=pb.Cancel(task_id=task.task_id, reason=reason)))
+        # The slot stays taken until the worker answers, but not forever.
+        self.timers.call_later(
+            self.config.cancel_grace_s, self._release_slot, worker_id, task.task_id
+        )
 
     def _release_slot(self, worker_id: str, task_id: str) -> None:
         """Free a slot whose cancelled task the worker never answered."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from dispatcher.registry import WorkerRecord
-from dispatcher.routing import Decision
+from dispatcher.routing import Decision, Preload
 from dispatcher.tasks import TaskRecord
 from proto import smartrouting_pb2 as pb
 
@@ -67,6 +67,9 @@ class CoreObserver(Protocol):
 
     def task_redispatched(self, task: TaskRecord) -> None: ...
 
+    def preload_sent(self, preload: Preload) -> None:
+        """A worker was told to load a copy of a label before a task needs it."""
+
     def task_finished(self, task: TaskRecord, now: float) -> None:
         """The task has its answer (completed, or failed with `task.error`)."""
 
@@ -93,6 +96,9 @@ class NullObserver:
         pass
 
     def task_redispatched(self, task: TaskRecord) -> None:
+        pass
+
+    def preload_sent(self, preload: Preload) -> None:
         pass
 
     def task_finished(self, task: TaskRecord, now: float) -> None:

@@ -39,6 +39,12 @@ class Metrics:
         self.model_loads = Counter(
             "smartrouting_model_loads", "Label loads reported by workers.", ["label"], registry=r
         )
+        self.preloads = Counter(
+            "smartrouting_preloads",
+            "Copies of a label a worker was told to load before a task needed them.",
+            ["label"],
+            registry=r,
+        )
         self.redispatches = Counter(
             "smartrouting_task_redispatches",
             "Tasks sent again after their worker left.",

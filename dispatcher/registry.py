@@ -84,9 +84,16 @@ class IndexedSet:
         """A uniformly random member, or None."""
         return self._items[rng.randrange(len(self._items))] if self._items else None
 
-    def head(self, n: int) -> list[str]:
-        """Up to `n` members, without scanning the rest."""
-        return self._items[:n]
+    def sample(self, rng: random.Random, n: int) -> list[str]:
+        """Up to `n` distinct members drawn uniformly at random, in O(n).
+
+        Uniform on purpose: members that changed last move around in the list (see
+        `discard`), so a slice of it would favour the workers that just became idle.
+        """
+        size = len(self._items)
+        if size <= n:
+            return list(self._items)
+        return [self._items[i] for i in rng.sample(range(size), n)]
 
 
 @dataclass
@@ -167,6 +174,26 @@ class Registry:
     def idle_holders(self, label: str) -> IndexedSet:
         """Workers holding `label` with a free slot (do not mutate)."""
         return self._idle_holders.get(label, _EMPTY_INDEXED)
+
+    def copies(self, label: str) -> int:
+        """How many ready workers hold `label`."""
+        return len(self._holders.get(label, _EMPTY))
+
+    def held_labels(self) -> frozenset[str]:
+        """Every label some ready worker holds."""
+        return frozenset(self._holders)
+
+    def preload(self, worker_id: str, label: str, evict: Iterable[str], now: float) -> None:
+        """Record a Preload sent to a worker: `evict` goes, `label` is held (loading)."""
+        record = self.get(worker_id)
+        self._unindex(record)
+        for old in evict:
+            if old != label and old in record.labels and not self._in_use(record, old):
+                self._drop_label(record, old)
+        if label not in record.labels:
+            self._add_label(record, label, now)
+            record.loading.add(label)
+        self._reindex(record)
 
     def labels(self) -> dict[str, list[str]]:
         """Label -> sorted worker ids holding it (the /labels answer)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from dispatcher.interfaces import NullObserver
 from dispatcher.metrics import Metrics
 from dispatcher.registry import Registry, WorkerRecord
-from dispatcher.routing import Decision, Dispatch
+from dispatcher.routing import Decision, Dispatch, Preload
 from dispatcher.tasks import TaskQueue, TaskRecord, TaskState
 from proto import smartrouting_pb2 as pb
 
@@ -46,6 +46,7 @@ class Counters:
     completed: int = 0
     failed: int = 0
     redispatched: int = 0
+    preloads: int = 0
     late_results: int = 0
     hits: int = 0
     misses: int = 0
@@ -79,6 +80,10 @@ class Stats(NullObserver):
         self.metrics.decisions.labels(decision.reason.value).inc()
         if isinstance(decision, Dispatch):
             self.metrics.dispatch_latency.observe(now - task.submitted_at)
+
+    def preload_sent(self, preload: Preload) -> None:
+        self.counters.preloads += 1
+        self.metrics.preloads.labels(preload.label).inc()
 
     def task_redispatched(self, task: TaskRecord) -> None:
         self.counters.redispatched += 1

@@ -277,3 +277,18 @@ def test_a_deadline_the_worker_sees_first_is_the_same_504() -> None:
     task = h.submit("a")
     h.answer("w1", task.task_id, ok=False, error_code=pb.DEADLINE_EXCEEDED, error_message="late")
     assert isinstance(task.error, DeadlineExceeded) and task.error.code == "deadline_exceeded"
+
+
+def test_cancel_of_a_running_task_tells_its_worker_and_answers_at_once() -> None:
+    """Cancel: the worker gets Cancel, the task its error; a queued one just leaves the queue."""
+    h = harness()
+    link = h.join("w1", ("a",))
+    running = h.submit("a")
+    queued = h.submit("a")
+    gone = ShuttingDown("cancelled by the test")
+    assert h.core.cancel(queued.task_id, gone) is queued and not h.core.queue
+    assert h.core.cancel(running.task_id, gone) is running
+    assert link.cancels() == [running.task_id]
+    assert running.error is gone and queued.error is gone
+    assert h.core.cancel("nope", gone) is None
+    assert h.core.cancel(running.task_id, DeadlineExceeded("later")).error is gone

@@ -1,0 +1,174 @@
+"""Demand-aware placement, eviction and preload of the routed policy: tables, no sockets."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from dispatcher.demand import DemandModel
+from dispatcher.estimates import LabelEstimates
+from dispatcher.registry import Registry, WorkerRecord
+from dispatcher.routing import PLACEMENT_SAMPLE, Dispatch, Preload, Reason, RoutedPolicy
+from dispatcher.tasks import TaskQueue, TaskRecord
+
+NOW = 100.0
+
+
+def make_task(task_id: str, label: str) -> TaskRecord:
+    return TaskRecord(task_id, "t", label, "{}", NOW, NOW + 300, 0, enqueued_at=NOW)
+
+
+def policy_of(
+    workers: dict[str, list[str]],
+    demand: dict[str, int] | None = None,
+    busy: tuple[str, ...] = (),
+    queued: tuple[str, ...] = (),
+    capacity: int = 2,
+    seed: int = 0,
+) -> RoutedPolicy:
+    """Workers with their labels; `demand`: arrivals per label at NOW (rate = n / 10 s);
+    `busy`: workers running a task of their first label; `queued`: labels with a queued task."""
+    registry = Registry()
+    for wid, labels in workers.items():
+        registry.add(WorkerRecord(wid, capacity=capacity, slots=1), labels, now=1.0)
+        if wid in busy:
+            registry.assign(wid, f"run-{wid}", labels[0], now=NOW)
+    queue = TaskQueue()
+    for i, label in enumerate(queued):
+        queue.push(make_task(f"q{i}", label))
+    model = DemandModel(time_constant_s=10.0, target_utilisation=0.7)
+    for label, arrivals in (demand or {}).items():
+        for _ in range(arrivals):
+            model.record(label, NOW)
+    estimates = LabelEstimates(default_load_ms=300.0, default_run_ms=10.0)
+    return RoutedPolicy(registry, queue, estimates, demand=model, rng=random.Random(seed))
+
+
+EVICTION_CASES = [
+    pytest.param(
+        {"w1": ["hot", "cold"]},
+        {"hot": 50, "cold": 1},
+        (),
+        "cold",
+        id="lowest-demand-per-copy-goes",
+    ),
+    pytest.param(
+        {"w1": ["a", "b"], "w2": ["a", "c"], "w3": ["a", "d"]},
+        {"a": 5, "b": 1},
+        (),
+        "a",
+        id="surplus-copy-goes-before-a-single-copy-of-a-colder-label",
+    ),
+    pytest.param(
+        {"w1": ["lonely", "other"]},
+        {"lonely": 1, "other": 30},
+        ("lonely",),
+        "other",
+        id="last-copy-with-queued-work-kept",
+    ),
+    pytest.param(
+        {"w1": ["never", "asked"]},
+        {},
+        (),
+        "never",
+        id="no-demand-anywhere-least-recently-used-first",
+    ),
+]
+
+
+@pytest.mark.parametrize(("workers", "demand", "queued", "victim"), EVICTION_CASES)
+def test_victim(workers, demand, queued, victim) -> None:
+    """Which label w1 evicts to make room for a new one."""
+    policy = policy_of(workers, demand, queued=queued)
+    record = policy.registry.get("w1")
+    if victim == "never":  # equal (zero) costs: the older last use goes
+        record.labels["asked"] = 50.0
+    assert policy.victim(record, keep="new", now=NOW) == victim
+
+
+def test_the_last_copy_of_a_queued_label_is_never_evicted_even_when_nothing_else_can_go() -> None:
+    """Both labels are last copies with queued work: the worker cannot take the new label."""
+    policy = policy_of({"w1": ["a", "b"]}, queued=("a", "b"))
+    assert policy.victim(policy.registry.get("w1"), keep="new", now=NOW) is None
+
+
+def test_a_new_label_is_not_loaded_beside_the_only_copy_of_a_hot_one() -> None:
+    """Same victim cost on both workers; the one whose other label is cold takes the load."""
+    policy = policy_of({"w1": ["hot", "x"], "w2": ["cold", "y"]}, {"hot": 100, "cold": 1})
+    decision = policy.place(make_task("t", "new"), NOW)
+    assert decision == Dispatch("t", "w2", Reason.LOAD_EVICT, miss=True, evict=("y",))
+
+
+def test_a_free_slot_beside_a_cold_label_beats_one_beside_a_hot_label() -> None:
+    """Among workers with room, the load blocks the least demand."""
+    policy = policy_of({"w1": ["hot"], "w2": ["cold"]}, {"hot": 100, "cold": 1})
+    decision = policy.place(make_task("t", "new"), NOW)
+    assert decision == Dispatch("t", "w2", Reason.LOAD_FREE_SLOT, miss=True)
+
+
+def test_placement_is_an_unbiased_sample_of_idle_workers() -> None:
+    """With equal costs everywhere, the chosen worker is spread over all idle workers (the old
+    rule always took the head of the idle index)."""
+    workers = {f"w{i:03}": [f"l{i}a", f"l{i}b"] for i in range(200)}
+    chosen: Counter[str] = Counter()
+    for seed in range(400):
+        policy = policy_of(workers, seed=seed)
+        decision = policy.place(make_task("t", "new"), NOW)
+        assert isinstance(decision, Dispatch)
+        chosen[decision.worker_id] += 1
+    assert len(chosen) > 120  # a head-of-list rule would give a handful
+    assert max(chosen.values()) < 15
+
+
+@pytest.mark.parametrize("workers", [10, 100, 1_000, 10_000])
+def test_a_placement_examines_a_bounded_number_of_workers(workers: int) -> None:
+    """The decision cost is flat from 10 to 10,000 workers: at most 2 x PLACEMENT_SAMPLE
+    workers are costed, whatever the pool size."""
+    policy = policy_of({f"w{i}": [f"a{i}", f"b{i}"] for i in range(workers)})
+    examined: list[str] = []
+    original = policy._placement_cost
+
+    def counting(worker, label, now):  # type: ignore[no-untyped-def]
+        examined.append(worker.worker_id)
+        return original(worker, label, now)
+
+    policy._placement_cost = counting  # type: ignore[method-assign]
+    policy.place(make_task("t", "new"), NOW)
+    assert 1 <= len(examined) <= min(workers, 2 * PLACEMENT_SAMPLE)
+
+
+def test_preload_fires_when_demand_exceeds_copies() -> None:
+    """A label at 50/s with 10 ms runs needs ceil(0.5 / 0.7) = 1... at 150/s it needs 3."""
+    policy = policy_of(
+        {"w1": ["hot"], "w2": ["cold", "x"], "w3": []}, {"hot": 1500}, busy=("w1",)
+    )
+    decision = policy.preload("hot", NOW, in_flight=0)
+    assert decision == Preload("w3", "hot")
+
+
+@pytest.mark.parametrize(
+    ("demand", "queued", "in_flight", "why"),
+    [
+        ({"hot": 30}, (), 0, "one copy is enough for 3/s"),
+        ({"hot": 1500}, ("q1", "q2", "q3"), 0, "queued tasks may need every idle worker"),
+        ({"hot": 1500}, (), 1, "the preload share of idle workers is in use"),
+        ({"cold": 1500}, (), 0, "no copy yet: the task that needs it loads it"),
+    ],
+)
+def test_preload_is_bounded(demand, queued, in_flight, why) -> None:
+    """No preload when it is not needed or could delay a task."""
+    policy = policy_of({"w1": ["hot"], "w2": [], "w3": []}, demand, queued=queued)
+    label = next(iter(demand))
+    assert policy.preload(label, NOW, in_flight=in_flight) is None, why
+
+
+def test_preload_never_displaces_a_label_worth_more_than_the_new_copy() -> None:
+    """Every idle worker is full of labels hotter per copy than a third copy would be."""
+    policy = policy_of(
+        {"w1": ["hot"], "w2": ["hot"], "w3": ["b", "c"]},
+        {"hot": 400, "b": 300, "c": 300},
+        busy=("w1", "w2"),
+    )
+    assert policy.preload("hot", NOW, in_flight=0) is None
