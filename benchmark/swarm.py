@@ -2,55 +2,62 @@
 
 Two hundred `python -m worker` processes would swamp a small machine, so a scale
 run can start `python -m benchmark swarm --workers 200 ...` instead: one asyncio
-process holding one websocket connection per simulated worker. Each speaks the
-real protocol (proto/smartrouting.proto: Hello → Welcome, Task → TaskResult,
-Preload, Unload, Drain, Cancel) and simulates its engine: an LRU cache of
-`capacity` labels, a load that sleeps a normal draw around `sim_load_ms` on a
-miss, and a run that sleeps around `sim_run_ms`, all × `time_scale`. It runs no
-model. Costs default to the worker package's simulated-engine defaults when that
-package provides them.
+process holding N real `worker.runtime.Worker` objects, each with the simulated
+engine (worker/engines/simulated.py), its own `ModelManager` and its own
+`DispatcherConnection` (one websocket). Only the process and the event loop are
+shared, so a scale run measures the real worker protocol, cache and shutdown, not a
+look-alike.
+
+Each worker gets the configuration a `python -m worker --engine simulated` child of
+`benchmark.cluster.LocalCluster` would get (same ids `<prefix><i>`, same seed
+`seed * 1000 + i`), so a swarm and a cluster of processes draw the same costs. The
+swarm owns the one SIGTERM/SIGINT handler (its CLI sets `stop`); on `stop` every
+worker runs its own shutdown sequence (Goodbye, running tasks finish, websocket
+closed with 1001), all at once, bounded by `shutdown_timeout_s`.
+
+Log lines of the workers are prefixed with their id (`[w-17] ...`): 200 workers
+share one log.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import contextvars
 import logging
-import random
-import time
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-import websockets
-
-from proto import smartrouting_pb2 as pb
-from proto.frames import PROTOCOL_VERSION, decode_dispatcher_message, encode
+from worker.config import Config
+from worker.engines import simulated
+from worker.runtime import Worker, WorkerState
 
 log = logging.getLogger("benchmark.swarm")
 
-# Fallbacks, measured on the real Triton of this machine (docs/architecture.md §6.4):
-# a load takes ~0.27 s, a batch-1 embedding a few ms (plus HTTP and tokenisation).
+#: The simulated engine's measured costs (worker/engines/simulated.py), by `Config` field.
+#: The CLI's `swarm` flags default to these.
 FALLBACK_COSTS = {
-    "sim_load_ms": 270.0,
-    "sim_load_stddev_ms": 30.0,
-    "sim_run_ms": 10.0,
-    "sim_run_stddev_ms": 2.0,
+    "sim_load_ms": simulated.DEFAULT_LOAD_MS,
+    "sim_load_stddev_ms": simulated.DEFAULT_LOAD_STDDEV_MS,
+    "sim_run_ms": simulated.DEFAULT_RUN_MS,
+    "sim_run_stddev_ms": simulated.DEFAULT_RUN_STDDEV_MS,
 }
+
+#: Extra time the whole swarm gets on top of each worker's own shutdown deadline (its
+#: flush and close are bounded separately) before what is left is cancelled.
+_SHUTDOWN_GRACE_S = 5.0
+
+# The id of the worker whose task is logging; asyncio copies it into every task the
+# worker starts (connection, sender, task jobs), so no worker code has to pass it on.
+_worker_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "swarm_worker_id", default=None
+)
 
 
 def default_costs() -> dict[str, float]:
-    """The worker's simulated-engine defaults if importable, else FALLBACK_COSTS."""
-    costs = dict(FALLBACK_COSTS)
-    try:
-        from worker.engines import simulated
-    except ImportError:
-        return costs
-    for key in costs:
-        value = getattr(simulated, f"DEFAULT_{key.upper().removeprefix('SIM_')}", None)
-        if isinstance(value, (int, float)):
-            costs[key] = float(value)
-    return costs
+    """The worker's simulated-engine costs, by `Config` field (a fresh dict)."""
+    return dict(FALLBACK_COSTS)
 
 
 @dataclass
@@ -60,165 +67,137 @@ class SwarmConfig:
     dispatcher_url: str
     workers: int
     capacity: int = 2
+    slots: int = 1
     worker_prefix: str = "w-"
     time_scale: float = 1.0
     seed: int = 1
     costs: dict[str, float] = field(default_factory=default_costs)
+    #: Each worker's graceful-shutdown deadline (running tasks, then unloads).
+    shutdown_timeout_s: float = 10.0
+    worker_token: str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.costs) - set(FALLBACK_COSTS)
+        if unknown:
+            raise ValueError(f"unknown simulated costs {sorted(unknown)}")
+        if self.workers < 1:
+            raise ValueError(f"a swarm needs at least one worker, got {self.workers}")
+
+    def worker_config(self, index: int) -> Config:
+        """The configuration of worker `index`: what LocalCluster gives a worker process."""
+        return Config(
+            dispatcher_url=self.dispatcher_url,
+            worker_id=f"{self.worker_prefix}{index}",
+            capacity=self.capacity,
+            slots=self.slots,
+            engine="simulated",
+            time_scale=self.time_scale,
+            seed=self.seed * 1000 + index,
+            shutdown_timeout_s=self.shutdown_timeout_s,
+            worker_token=self.worker_token,
+            sim_load_ms=self.costs.get("sim_load_ms"),
+            sim_load_stddev_ms=self.costs.get("sim_load_stddev_ms"),
+            sim_run_ms=self.costs.get("sim_run_ms"),
+            sim_run_stddev_ms=self.costs.get("sim_run_stddev_ms"),
+        )
 
 
-class SimulatedWorker:
-    """One simulated worker: a protocol session plus an LRU label cache."""
+class Swarm:
+    """N real `Worker`s (simulated engine) sharing one event loop; `run(stop)` serves."""
 
-    def __init__(self, worker_id: str, config: SwarmConfig, rng: random.Random) -> None:
-        self.worker_id = worker_id
+    def __init__(self, config: SwarmConfig) -> None:
         self.config = config
-        self.rng = rng
-        self.cache: OrderedDict[str, None] = OrderedDict()
-        self.queue: asyncio.Queue[pb.Task] = asyncio.Queue()
-        self.cancelled: set[str] = set()
-        self.draining = False
-        self.completed = 0
+        self.workers = [Worker(config.worker_config(i)) for i in range(config.workers)]
 
-    def _draw_ms(self, mean_key: str, sd_key: str) -> float:
-        c = self.config.costs
-        return max(0.0, self.rng.gauss(c[mean_key], c[sd_key]))
+    @property
+    def tasks_run(self) -> int:
+        """Tasks every worker has run and answered so far."""
+        return sum(w.tasks_run for w in self.workers)
 
-    async def _sleep_ms(self, ms: float) -> None:
-        await asyncio.sleep(ms * self.config.time_scale / 1000.0)
+    async def run(self, stop: asyncio.Event) -> int:
+        """Serve until `stop` is set, then shut every worker down; the exit code.
 
-    def _evict_for(self, hints: Sequence[str]) -> list[str]:
-        evicted = []
-        while len(self.cache) >= self.config.capacity:
-            victim = next((h for h in hints if h in self.cache), None)
-            if victim is None:
-                victim = next(iter(self.cache))  # least recently used
-            del self.cache[victim]
-            evicted.append(victim)
-        return evicted
-
-    async def _load(self, label: str, hints: Sequence[str]) -> tuple[bool, float, list[str]]:
-        if label in self.cache:
-            self.cache.move_to_end(label)
-            return False, 0.0, []
-        evicted = self._evict_for(hints)
-        start = time.monotonic()
-        await self._sleep_ms(self._draw_ms("sim_load_ms", "sim_load_stddev_ms"))
-        self.cache[label] = None
-        return True, (time.monotonic() - start) * 1000.0, evicted
-
-    async def _run_task(self, task: pb.Task, received: float) -> pb.WorkerMessage:
-        result = pb.TaskResult(task_id=task.task_id, label=task.label, attempt=task.attempt)
-        queue_ms = (time.monotonic() - received) * 1000.0
-        if task.deadline_unix_ms and time.time() * 1000 > task.deadline_unix_ms:
-            result.ok = False
-            result.error_code = pb.DEADLINE_EXCEEDED
-            result.error_message = "deadline passed before the task started"
-        elif task.task_type != "sample_task":
-            result.ok = False
-            result.error_code = pb.UNKNOWN_TASK_TYPE
-            result.error_message = f"the simulated swarm runs sample_task, not {task.task_type!r}"
-        else:
-            try:
-                params = json.loads(task.parameters_json or "{}")
-            except ValueError:
-                params = None
-            if not isinstance(params, dict):
-                result.ok = False
-                result.error_code = pb.INVALID_PARAMETERS
-                result.error_message = "parameters_json must be a JSON object"
-            else:
-                miss, load_ms, evicted = await self._load(task.label, list(task.evict_hint))
-                run_target = params.get("run_ms")
-                if not isinstance(run_target, (int, float)):
-                    run_target = self._draw_ms("sim_run_ms", "sim_run_stddev_ms")
-                start = time.monotonic()
-                await self._sleep_ms(float(run_target))
-                run_ms = (time.monotonic() - start) * 1000.0
-                result.ok = True
-                result.label_miss = miss
-                result.load_ms = load_ms
-                result.run_ms = run_ms
-                result.labels_evicted.extend(evicted)
-                result.result_json = json.dumps(
-                    {"label": task.label, "simulated": True, "run_ms": run_ms}
+        0 after a requested stop where every worker shut down cleanly; 1 when a worker
+        ended by itself (e.g. an invalid dispatcher URL) or failed to stop in time.
+        """
+        runs: dict[asyncio.Task[int], Worker] = {}
+        with _tagged_logs():
+            for worker in self.workers:
+                context = contextvars.copy_context()
+                context.run(_worker_id.set, worker.config.worker_id)
+                job = asyncio.create_task(
+                    worker.run(), name=f"worker-{worker.config.worker_id}", context=context
                 )
-        result.queue_ms = queue_ms
-        result.labels_loaded.extend(self.cache)
-        return pb.WorkerMessage(task_result=result)
-
-    async def _executor(self, ws: websockets.ClientConnection) -> None:
-        while True:
-            task = await self.queue.get()
-            if task.task_id in self.cancelled:
-                self.cancelled.discard(task.task_id)
-                continue
-            message = await self._run_task(task, time.monotonic())
-            await ws.send(encode(message))
-            self.completed += 1
-
-    async def run(self) -> None:
-        """Connect, say Hello, and serve tasks until the connection closes."""
-        headers = {"Worker-Id": self.worker_id}
-        async with websockets.connect(
-            self.config.dispatcher_url, additional_headers=headers, max_size=None
-        ) as ws:
-            hello = pb.Hello(
-                protocol_version=PROTOCOL_VERSION,
-                worker_id=self.worker_id,
-                capacity=self.config.capacity,
-                slots=1,
-                engine="simulated",
-                device="swarm",
-                task_types=["sample_task"],
-            )
-            await ws.send(encode(pb.WorkerMessage(hello=hello)))
-            executor = asyncio.create_task(self._executor(ws))
+                runs[job] = worker
             try:
-                async for frame in ws:
-                    await self._handle(decode_dispatcher_message(frame), ws)
+                return await self._serve(runs, stop)
             finally:
-                executor.cancel()
+                # Only left running when the swarm itself was cancelled: take them along.
+                for job in runs:
+                    job.cancel()
+                await asyncio.gather(*runs, return_exceptions=True)
 
-    async def _handle(self, message: pb.DispatcherMessage, ws: websockets.ClientConnection) -> None:
-        kind = message.WhichOneof("body")
-        if kind == "task":
-            if self.draining:
-                bye = pb.Goodbye(reason="draining", returned_task_ids=[message.task.task_id])
-                await ws.send(encode(pb.WorkerMessage(goodbye=bye)))
-            else:
-                self.queue.put_nowait(message.task)
-        elif kind == "preload":
-            await self._load(message.preload.label, list(message.preload.evict_hint))
-            await self._labels_changed(ws, "preload")
-        elif kind == "unload":
-            self.cache.pop(message.unload.label, None)
-            await self._labels_changed(ws, "unload")
-        elif kind == "cancel":
-            self.cancelled.add(message.cancel.task_id)
-        elif kind == "drain":
-            self.draining = True
+    async def _serve(self, runs: dict[asyncio.Task[int], Worker], stop: asyncio.Event) -> int:
+        stopper = asyncio.create_task(stop.wait(), name="swarm-stop")
+        try:
+            done, _ = await asyncio.wait([*runs, stopper], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        requested = stopper in done
+        if not requested:
+            log.error("a worker ended on its own; stopping the swarm")
+        for worker in self.workers:
+            worker.request_stop()
+        bound = self.config.shutdown_timeout_s + _SHUTDOWN_GRACE_S
+        _, late = await asyncio.wait(runs, timeout=bound)
+        for job in late:
+            log.error("%s did not stop within %.0f s; cancelling it", job.get_name(), bound)
+            job.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        failed = [runs[job].config.worker_id for job in runs if _exit_code(job) != 0]
+        if failed:
+            log.error("%d worker(s) failed: %s", len(failed), ", ".join(failed[:10]))
+        stopped = sum(w.state is WorkerState.STOPPED for w in self.workers)
+        log.warning(
+            "swarm stopped: %d/%d workers stopped cleanly, %d tasks run",
+            stopped,
+            len(self.workers),
+            self.tasks_run,
+        )
+        return 0 if requested and not failed else 1
 
-    async def _labels_changed(self, ws: websockets.ClientConnection, reason: str) -> None:
-        changed = pb.LabelsChanged(labels_loaded=list(self.cache), reason=reason)
-        await ws.send(encode(pb.WorkerMessage(labels_changed=changed)))
+
+def _exit_code(job: asyncio.Task[int]) -> int:
+    if job.cancelled():
+        return 1
+    exc = job.exception()
+    if exc is not None:
+        log.error("%s failed: %r", job.get_name(), exc)
+        return 1
+    return job.result()
+
+
+@contextlib.contextmanager
+def _tagged_logs() -> Iterator[None]:
+    """Prefix log records made inside a swarm worker with `[<worker id>] `."""
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        worker_id = _worker_id.get()
+        if worker_id is not None:
+            # The prefix becomes part of a %-format string when args follow: escape it.
+            prefix = worker_id.replace("%", "%%") if record.args else worker_id
+            record.msg = f"[{prefix}] {record.msg}"
+        return record
+
+    logging.setLogRecordFactory(factory)
+    try:
+        yield
+    finally:
+        logging.setLogRecordFactory(previous)
 
 
 async def run_swarm(config: SwarmConfig, stop: asyncio.Event | None = None) -> int:
-    """Run every simulated worker until `stop` is set or all connections end."""
-    stop = stop or asyncio.Event()
-    workers = [
-        SimulatedWorker(f"{config.worker_prefix}{i}", config, random.Random(f"{config.seed}:{i}"))
-        for i in range(config.workers)
-    ]
-    tasks = [asyncio.create_task(w.run(), name=w.worker_id) for w in workers]
-    stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-    for t in [*tasks, stopper]:
-        t.cancel()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
-    errors = [r for r in results if isinstance(r, Exception)]
-    for r in errors[:5]:
-        log.error("simulated worker failed: %r", r)
-    total = sum(w.completed for w in workers)
-    log.warning("swarm stopped: %d workers, %d tasks completed", len(workers), total)
-    return 0 if stopper in done else 1
+    """Run a `Swarm` until `stop` is set (or a worker ends by itself); the exit code."""
+    return await Swarm(config).run(stop or asyncio.Event())

@@ -97,6 +97,8 @@ class Worker:
     config: Config
     engine: Engine | None = None
     state: WorkerState = WorkerState.STARTING
+    #: Tasks run and answered (ok or not) since start; cancelled ones do not count.
+    tasks_run: int = 0
     _pending: dict[str, _Pending] = field(default_factory=dict)
     _background: set[asyncio.Task[object]] = field(default_factory=set)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -247,6 +249,7 @@ class Worker:
             raise
         finally:
             self._pending.pop(task.task_id, None)
+        self.tasks_run += 1
         self.connection.send_result(result)
 
     async def _execute(self, task: pb.Task) -> pb.TaskResult:
@@ -309,14 +312,24 @@ class Worker:
         assert self.engine is not None
         await self.engine.start()
         self.state = WorkerState.RUNNING
-        link = asyncio.create_task(self.connection.run(), name="dispatcher-connection")
-        stop = asyncio.create_task(self._stop.wait(), name="stop-wait")
-        done, _ = await asyncio.wait({link, stop}, return_when=asyncio.FIRST_COMPLETED)
-        failed = link in done and link.exception() is not None
-        if failed:
-            log.error("dispatcher connection failed: %s", link.exception())
-        await self.shutdown(link)
-        stop.cancel()
+        # Task names carry the worker id: many workers can share one loop (benchmark/swarm.py).
+        worker_id = self.config.worker_id
+        link = asyncio.create_task(self.connection.run(), name=f"dispatcher-link-{worker_id}")
+        stop = asyncio.create_task(self._stop.wait(), name=f"stop-wait-{worker_id}")
+        try:
+            done, _ = await asyncio.wait({link, stop}, return_when=asyncio.FIRST_COMPLETED)
+            failed = link in done and link.exception() is not None
+            if failed:
+                log.error("dispatcher connection failed: %s", link.exception())
+            await self.shutdown(link)
+        finally:
+            # Normally only `stop` is left. When run() itself is cancelled (a swarm past its
+            # deadline), nothing may outlive it: the link and task jobs would run on unowned.
+            jobs = [p.job for p in self._pending.values() if p.job is not None]
+            leftovers = [link, stop, *self._background, *jobs]
+            for job in leftovers:
+                job.cancel()
+            await asyncio.gather(*leftovers, return_exceptions=True)
         return 1 if failed else 0
 
     async def shutdown(self, link: asyncio.Task[None]) -> None:
@@ -358,7 +371,7 @@ class Worker:
             log.warning("unloading at shutdown failed: %s", exc)
         await self.engine.stop()
         self.state = WorkerState.STOPPED
-        log.info("worker %s stopped", self.config.worker_id)
+        log.info("worker %s stopped after %d task(s)", self.config.worker_id, self.tasks_run)
 
 
 async def serve(config: Config) -> int:
