@@ -1,9 +1,10 @@
-"""`python -m benchmark`: run | demo | swarm | dispatcher-micro.
+"""`python -m benchmark`: run | simulate | demo | swarm | dispatcher-micro.
 
 `run` compares random and routed dispatch on one seeded trace (docs/architecture.md);
-`demo` is the project's main command (a real Triton cluster answering a real
-embedding request); `swarm` runs many SIMULATED workers in one process (scale
-runs); `dispatcher-micro` is the dispatcher's micro-benchmark.
+`simulate` replays such a trace through the real dispatcher core in virtual time (seconds
+for 200 workers x 72,000 tasks); `demo` is the project's main command (a real Triton cluster
+answering a real embedding request); `swarm` runs many SIMULATED workers in one process
+(scale runs); `dispatcher-micro` is the dispatcher's micro-benchmark.
 
 Each subcommand's options are one dataclass below (smartrouting.config derives the flags);
 every flag has an environment variable `BENCHMARK_<COMMAND>_<FIELD>`, and `--help` of each
@@ -21,7 +22,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, ClassVar, Literal
@@ -29,8 +30,10 @@ from typing import Any, ClassVar, Literal
 from benchmark.cluster import EngineName, PolicyName
 from benchmark.errors import BenchmarkError
 from benchmark.producers import SubmitMode
+from benchmark.simulate import PreloadChoice
 from benchmark.swarm import FALLBACK_COSTS, default_costs
 from benchmark.trace import Distribution, Mode
+from dispatcher.config import Config
 from smartrouting import config as toolkit
 from smartrouting.config import setting
 
@@ -38,6 +41,7 @@ Dispatch = Literal["random", "routed", "both"]
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _SIM = "the simulated engine's measured cost"
+_DISPATCHER = Config()
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,56 @@ class RunArgs:
     def __post_init__(self) -> None:
         if self.swarm and self.engine != "simulated":
             raise ValueError("--swarm runs simulated workers: use --engine simulated")
+
+
+@dataclass(frozen=True)
+class SimulateArgs:
+    """`simulate`: a seeded trace through the REAL dispatcher core in virtual time."""
+
+    env_prefix: ClassVar[str] = "BENCHMARK_SIMULATE_"
+
+    workers: int = setting(200, "simulated workers")
+    capacity: int = setting(2, "labels each worker keeps loaded")
+    slots: int = setting(1, "tasks each worker runs at once")
+    labels: int = setting(1000, "distinct labels (models) in the trace")
+    distribution: Distribution = setting("zipf", "how labels are drawn")
+    zipf_s: float = setting(1.1, "exponent of the zipf (and shifting) distribution")
+    shift_every_s: float = setting(10.0, "shifting: seconds of trace time between hot-set moves")
+    requests: int = setting(72_000, "requests in the trace")
+    mode: Mode = setting("open", "open: Poisson arrivals at --rate; closed: producers wait")
+    rate: float = setting(1200.0, "open loop: requests/s (virtual time)")
+    producers: int = setting(2, "closed loop: concurrent producers")
+    wait_avg: float = setting(2.5, "closed loop: mean think time between requests, s")
+    wait_stddev: float = setting(1.0, "closed loop: think time stddev, s")
+    dispatch: Dispatch = setting("both", "policies to run on the same trace")
+    preload: PreloadChoice = setting(
+        "both", "routed: with the dispatcher's preloading (on), without (off), or both"
+    )
+    seed: int = setting(1, "seed of the trace, the simulated costs and the policies")
+    # Defaults replaced at start-up by the worker's simulated-engine ones (default_costs).
+    load_ms: float = setting(FALLBACK_COSTS["sim_load_ms"], "mean load time, ms")
+    load_stddev_ms: float = setting(FALLBACK_COSTS["sim_load_stddev_ms"], "load stddev, ms")
+    run_ms: float = setting(FALLBACK_COSTS["sim_run_ms"], "mean run time, ms")
+    run_stddev_ms: float = setting(FALLBACK_COSTS["sim_run_stddev_ms"], "run stddev, ms")
+    max_queue: int = setting(1_000_000, "dispatcher: queued tasks before admission refuses")
+    task_timeout_s: float = setting(300.0, "dispatcher: deadline of a task, s")
+    demand_time_constant_s: float = setting(
+        _DISPATCHER.demand_time_constant_s, "dispatcher: time constant of the demand model, s"
+    )
+    target_utilisation: float = setting(
+        _DISPATCHER.target_utilisation, "dispatcher: busy share of a copy the demand model plans"
+    )
+    max_preload_share: float = setting(
+        _DISPATCHER.max_preload_share, "dispatcher: most of the idle workers preloading at once"
+    )
+    dispatcher_args: tuple[str, ...] = setting(
+        (),
+        "any other `python -m dispatcher` flag (repeatable; whitespace-separated in the variable)",
+        flag="--dispatcher-arg",
+        repeat=True,
+        sep=None,
+    )
+    output: Path | None = setting(None, "also write the report as JSON here")
 
 
 @dataclass(frozen=True)
@@ -177,6 +231,7 @@ class MicroArgs:
 
 _COMMANDS: dict[str, tuple[type[Any], str]] = {
     "run": (RunArgs, "random versus routed dispatch on one seeded trace"),
+    "simulate": (SimulateArgs, "the real dispatcher core on a seeded trace, in virtual time"),
     "demo": (DemoArgs, "real Triton cluster + real embedding request"),
     "swarm": (SwarmArgs, "many SIMULATED workers in one process"),
     "dispatcher-micro": (MicroArgs, "the dispatcher's micro-benchmark"),
@@ -200,6 +255,7 @@ def _start_up_defaults(
     return {
         RunArgs: {"dispatch": _default_dispatch(environ)},
         SwarmArgs: default_costs(),
+        SimulateArgs: {key.removeprefix("sim_"): value for key, value in default_costs().items()},
     }
 
 
@@ -279,6 +335,58 @@ def _cmd_run(args: RunArgs) -> int:
     return 0
 
 
+def _cmd_simulate(args: SimulateArgs) -> int:
+    from benchmark.simulate import SimulateConfig, render, simulate, write_json
+    from benchmark.simulation import WorkerModel
+    from benchmark.trace import TraceConfig
+    from dispatcher.config import config_from_args
+
+    # The dispatcher's own parser reads --dispatcher-arg; the environment is left out so that
+    # the same flags always give the same numbers.
+    base = config_from_args(list(args.dispatcher_args), environ={})
+    dispatcher = replace(
+        base,
+        max_queue=args.max_queue,
+        task_timeout_s=args.task_timeout_s,
+        demand_time_constant_s=args.demand_time_constant_s,
+        target_utilisation=args.target_utilisation,
+        max_preload_share=args.max_preload_share,
+    )
+    config = SimulateConfig(
+        trace=TraceConfig(
+            requests=args.requests,
+            producers=args.producers,
+            labels=args.labels,
+            distribution=args.distribution,
+            zipf_s=args.zipf_s,
+            shift_every_s=args.shift_every_s,
+            wait_avg=args.wait_avg,
+            wait_stddev=args.wait_stddev,
+            mode=args.mode,
+            rate=args.rate,
+            seed=args.seed,
+        ),
+        workers=args.workers,
+        model=WorkerModel(
+            capacity=args.capacity,
+            slots=args.slots,
+            load_ms=args.load_ms,
+            load_stddev_ms=args.load_stddev_ms,
+            run_ms=args.run_ms,
+            run_stddev_ms=args.run_stddev_ms,
+        ),
+        dispatcher=dispatcher,
+        policies=("random", "routed") if args.dispatch == "both" else (args.dispatch,),
+        preload=args.preload,
+    )
+    report = simulate(config)
+    print(render(report), end="")
+    if args.output is not None:
+        write_json(report, args.output)
+        print(f"results: {args.output}")
+    return 0
+
+
 def _cmd_demo(args: DemoArgs) -> int:
     from benchmark.demo import DemoConfig, run_demo
 
@@ -338,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_swarm(args)
     if isinstance(args, MicroArgs):
         return _cmd_micro(args)
+    if isinstance(args, SimulateArgs):
+        return _cmd_simulate(args)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     # A shell starts background jobs with SIGINT ignored; Ctrl-C must always stop us cleanly.
     signal.signal(signal.SIGINT, signal.default_int_handler)

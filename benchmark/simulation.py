@@ -255,6 +255,12 @@ class Outcome:
     misses: int = 0
     busy_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
+    #: Submission index (`Simulation.submit` order, from 0) of every completed task that missed.
+    miss_indices: list[int] = field(default_factory=list)
+
+    def misses_from(self, start: int) -> int:
+        """Misses among the tasks submitted at index >= `start` (e.g. the second half)."""
+        return sum(1 for index in self.miss_indices if index >= start)
 
     @property
     def avg_runtime_s(self) -> float:
@@ -296,6 +302,9 @@ class Simulation:
         self.core = Core(replace(config, seed=seed), self.clock, self.timers)
         self.admission = Admission(self.core)
         self._finished_hooks: list[Callable[[TaskRecord], None]] = []
+        #: Virtual submission time of each task, by submission index.
+        self.submit_times: list[float] = []
+        self._index: dict[str, int] = {}
         recorder = _Recorder(self.outcome, self._task_finished)
         self.core.observers.extend([self.stats, self.admission, recorder])
         rng = random.Random(seed)
@@ -311,8 +320,16 @@ class Simulation:
         self._finished_hooks.append(hook)
 
     def submit(self, label: str, task_type: str = "sample_task", **extra: Any) -> TaskRecord:
-        """Submit a task now (virtual time) through the real admission."""
+        """Submit a task now (virtual time) through the real admission.
+
+        Task ids default to `t<index>` (not random ones) so that runs are reproducible; a
+        refused task raises the admission's `DispatcherError` and takes no index.
+        """
+        index = len(self.submit_times)
+        extra.setdefault("task_id", f"t{index}")
         task = self.admission.admit(task_type, label, "{}", **extra)
+        self.submit_times.append(self.clock.now)
+        self._index[task.task_id] = index
         self.core.accept(task)
         return task
 
@@ -323,7 +340,15 @@ class Simulation:
         self.timers.run(until)
         return self.outcome
 
+    @property
+    def preloads(self) -> int:
+        """Loads ahead of demand the workers performed (Preload frames that loaded a label)."""
+        return sum(link.preloads for link in self.links)
+
     def _task_finished(self, task: TaskRecord) -> None:
+        index = self._index.pop(task.task_id, None)
+        if index is not None and task.state is TaskState.COMPLETED and task.label_miss:
+            self.outcome.miss_indices.append(index)
         for hook in self._finished_hooks:
             hook(task)
 
