@@ -1,10 +1,16 @@
 """Admission: whether a new task is taken, and what it becomes before the core routes it.
 
-The checks, in order: the dispatcher is accepting; the id is not in use; a worker is connected
-(when so configured); the queue has room; the caller is under its limit (`CallerLimits`); and,
-for an asynchronous task with a state database, the row is written before the caller hears
-"accepted". A refused task raises the `DispatcherError` that says why and leaves nothing
-behind. Per-caller counts are released when the core reports the task finished.
+A task id makes a retry idempotent (`Admission.retried`): the same id with the same body
+while the task is queued, running, or completed and kept (`--result-ttl-s`) is that task again,
+not a second run; with another body it is 409 `TaskIdConflict`. A failed task's id may be used
+again (a retry after a 503 runs the task anew).
+
+The checks of a new task, in order: the dispatcher is accepting; the id is not in use; a
+worker is connected (when so configured); the queue has room; the caller is under its limit
+(`CallerLimits`); and, for an asynchronous task with a state database, the row is written
+before the caller hears "accepted". A refused task raises the `DispatcherError` that says why
+and leaves nothing behind. Per-caller counts are released when the core reports the task
+finished.
 """
 
 from __future__ import annotations
@@ -14,11 +20,11 @@ from collections.abc import Callable
 
 from dispatcher.config import Config
 from dispatcher.core import Core
-from dispatcher.errors import DuplicateTask, NoWorkers, QueueFull, ShuttingDown
+from dispatcher.errors import DuplicateTask, NoWorkers, QueueFull, ShuttingDown, TaskIdConflict
 from dispatcher.interfaces import NullObserver
 from dispatcher.limits import CallerLimits
 from dispatcher.persistence import Persistence
-from dispatcher.tasks import TaskRecord
+from dispatcher.tasks import TaskRecord, TaskState
 
 
 class Admission(NullObserver):
@@ -51,8 +57,13 @@ class Admission(NullObserver):
         """Admit a task and hand it to the core; raises a `DispatcherError` when refused.
 
         `caller` counts the task against `max_tasks_per_caller`; `persist` writes it to the
-        state database (when one is configured) before this returns.
+        state database (when one is configured) before this returns. A retry of a known task
+        (same id, same body) returns that task, whatever its state, and admits nothing.
         """
+        if task_id is not None:
+            known = self.retried(task_id, task_type, label, parameters_json)
+            if known is not None:
+                return known
         task = self.admit(task_type, label, parameters_json, task_id, timeout_s, caller)
         if persist and self.persistence is not None:
             self._reserved.add(task.task_id)
@@ -66,6 +77,24 @@ class Admission(NullObserver):
                 self._reserved.discard(task.task_id)
         self.core.accept(task)
         return task
+
+    def retried(
+        self, task_id: str, task_type: str, label: str, parameters_json: str
+    ) -> TaskRecord | None:
+        """The task a request with this id and body repeats: a queued, running or completed
+        (and kept) one with the same body. None when the id is free or its task failed;
+        `TaskIdConflict` (409) when the id is in use with another body."""
+        results = self.core.results
+        results.expire(self.core.clock.monotonic())  # a result past its TTL is forgotten
+        known = results.get(task_id)
+        if known is None or known.state is TaskState.FAILED:
+            return None
+        if not known.same_request(task_type, label, parameters_json):
+            raise TaskIdConflict(
+                f"task {task_id!r} exists ({known.state.value}) with another body;"
+                " use a new task id for a new task"
+            )
+        return known
 
     def admit(
         self,

@@ -8,6 +8,7 @@ docs/architecture.md §2.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -26,15 +27,17 @@ from dispatcher.config import Config
 from dispatcher.docs_page import docs_page
 from dispatcher.errors import (
     EXCEPTION_HANDLERS,
+    TaskCancelled,
     TaskNotFound,
     UploaderNotConfigured,
     UploaderUnreachable,
     error_response,
 )
 from dispatcher.metrics import CONTENT_TYPE_LATEST
+from dispatcher.openai_api import openai_routes
 from dispatcher.openapi import openapi_document
 from dispatcher.runtime import Dispatcher
-from dispatcher.schemas import parse_task_request, parse_upload_request, read_body
+from dispatcher.schemas import parse_task_request, parse_upload_request, parse_wait, read_body
 from dispatcher.tasks import TaskRecord, TaskState
 from dispatcher.views import stats_json, workers_json
 from dispatcher.workers import WorkerEndpoint
@@ -88,15 +91,36 @@ def create_app(config: Config | None = None) -> Starlette:
         task = await core(request).submit(
             **args.submit_args(), caller=caller_of(request), persist=True
         )
-        body = {"task_id": task.task_id, "status": "queued", "status_url": f"/tasks/{task.task_id}"}
+        # A retry of a known task (same id and body) gets that task's state, not a new run.
+        status = task.state.value
+        body = {"task_id": task.task_id, "status": status, "status_url": f"/tasks/{task.task_id}"}
         return JSONResponse(body, status_code=202)
 
     async def task_status(request: Request) -> Response:
         task_id = request.path_params["task_id"]
-        task = core(request).task(task_id)
+        wait_s = parse_wait(request.query_params.get("wait_s"))
+        d = core(request)
+        task = d.task(task_id)
         if task is None:
             raise TaskNotFound(f"no task {task_id!r} (unknown, or its result expired)")
+        if wait_s and not task.state.finished:
+            # Long poll: answer as soon as the task finishes, or with its state after wait_s.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(d.wait(task), wait_s)
         return JSONResponse(task.status_json())
+
+    async def task_endpoint(request: Request) -> Response:
+        if request.method == "DELETE":
+            return await cancel_task(request)
+        return await task_status(request)
+
+    async def cancel_task(request: Request) -> Response:
+        task_id = request.path_params["task_id"]
+        error = TaskCancelled(f"task {task_id!r} was cancelled (DELETE /tasks/{task_id})")
+        task = core(request).core.cancel(task_id, error)
+        if task is None:
+            raise TaskNotFound(f"no task {task_id!r} (unknown, or its result expired)")
+        return JSONResponse(task.status_json())  # a task finished before stays as it ended
 
     async def upload_model(request: Request) -> Response:
         if not config.uploader_url:
@@ -148,11 +172,12 @@ def create_app(config: Config | None = None) -> Starlette:
         Route("/labels", labels, methods=["GET"]),
         Route("/run-task", run_task, methods=["POST"]),
         Route("/tasks", submit_task, methods=["POST"]),
-        Route("/tasks/{task_id}", task_status, methods=["GET"]),
+        Route("/tasks/{task_id}", task_endpoint, methods=["GET", "DELETE"]),
         Route("/upload-model", upload_model, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *openai_routes(config, caller_of),
         Route("/docs", docs_page, methods=["GET"]),
         # A bound method, so Starlette wraps it as a websocket endpoint (not a raw ASGI app).
         WebSocketRoute("/worker-listen", WorkerEndpoint(auth).__call__),

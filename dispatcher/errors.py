@@ -10,11 +10,15 @@ Exception tree::
     ├── Unauthorized (401 unauthorized)
     ├── Forbidden (403 forbidden)
     ├── ValidationFailed (422 validation_failed)
+    │   └── UnsupportedParameter (422 unsupported_parameter: e.g. `dimensions` on /v1)
     ├── PayloadTooLarge (413 payload_too_large)
     ├── NotFound (404 not_found: no such route)
-    │   └── TaskNotFound (404 task_not_found)
+    │   ├── TaskNotFound (404 task_not_found)
+    │   └── ModelNotFound (404 model_not_found: /v1 asked for a label no worker has)
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── DuplicateTask (409 duplicate_task)
+    │   └── TaskIdConflict (409 task_id_conflict: the id is in use with another body)
+    ├── TaskCancelled (409 task_cancelled: DELETE /tasks/{id} answered it)
     ├── QueueFull (429 queue_full, Retry-After)
     ├── CallerBusy (429 caller_busy, Retry-After)
     ├── Unavailable (503 unavailable, Retry-After)
@@ -27,6 +31,10 @@ Exception tree::
     │   ├── TaskFailed (502 task_failed; status chosen from the worker's error code)
     │   └── UploaderUnreachable (502 uploader_unreachable)
     └── DeadlineExceeded (504 deadline_exceeded)
+
+Under `/v1/` (the OpenAI-compatible API, `dispatcher.openai_api`) the same errors are rendered
+in OpenAI's shape instead, `{"error": {"message", "type", "param", "code"}}`, by
+`openai_error_response`; the choice is made here, by path, for every handler.
 
 Errors are values as well as exceptions: a failed task keeps its error object (`code`,
 `detail`, `retry_after_s`), the state database stores `to_record()`, and `from_record()` builds
@@ -127,6 +135,12 @@ class ValidationFailed(DispatcherError):
     code = "validation_failed"
 
 
+class UnsupportedParameter(ValidationFailed):
+    """A parameter the endpoint knows but cannot honour for this model (`dimensions`)."""
+
+    code = "unsupported_parameter"
+
+
 class PayloadTooLarge(DispatcherError):
     """The body exceeds the configured limit."""
 
@@ -147,6 +161,12 @@ class TaskNotFound(NotFound):
     code = "task_not_found"
 
 
+class ModelNotFound(NotFound):
+    """No worker has a model with this label (the OpenAI-compatible API's 404)."""
+
+    code = "model_not_found"
+
+
 class MethodNotAllowed(DispatcherError):
     """The route exists but not for this method."""
 
@@ -159,6 +179,19 @@ class DuplicateTask(DispatcherError):
 
     status = 409
     code = "duplicate_task"
+
+
+class TaskIdConflict(DuplicateTask):
+    """The task id is in use (queued, running, or completed and kept) with another body."""
+
+    code = "task_id_conflict"
+
+
+class TaskCancelled(DispatcherError):
+    """The task was cancelled (`DELETE /tasks/{id}`) before it finished."""
+
+    status = 409
+    code = "task_cancelled"
 
 
 class QueueFull(DispatcherError):
@@ -255,28 +288,77 @@ class DeadlineExceeded(DispatcherError):
     code = "deadline_exceeded"
 
 
+def _headers(exc: DispatcherError) -> dict[str, str]:
+    if exc.retry_after_s is None:
+        return {}
+    return {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+
+
 def error_response(exc: DispatcherError) -> Response:
     """The JSON response for `exc`, with Retry-After when it has one."""
-    headers = {}
-    if exc.retry_after_s is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
-    return JSONResponse(exc.to_json(), status_code=exc.http_status, headers=headers)
+    return JSONResponse(exc.to_json(), status_code=exc.http_status, headers=_headers(exc))
+
+
+#: Paths answered in OpenAI's error shape (the OpenAI-compatible API).
+OPENAI_PREFIX = "/v1/"
+#: OpenAI's names for our codes, where its clients know one.
+_OPENAI_CODES = {"unauthorized": "invalid_api_key"}
+
+
+def openai_error_status(exc: DispatcherError) -> int:
+    """The status under /v1: OpenAI answers 400 to every malformed request (we say 422)."""
+    status = exc.http_status
+    return 400 if status == 422 else status
+
+
+def openai_error_json(exc: DispatcherError) -> dict[str, Any]:
+    """`exc` in OpenAI's error shape: `{"error": {"message", "type", "param", "code"}}`."""
+    status = openai_error_status(exc)
+    detail, param = exc.detail, None
+    if isinstance(detail, dict) and "field" in detail:  # ValidationFailed: name the field
+        param = str(detail["field"])
+        message = f"{param}: {detail.get('message')}"
+    elif isinstance(detail, dict) and "message" in detail:  # TaskFailed: the worker's words
+        message = f"{detail.get('code')}: {detail['message']}"
+    else:
+        message = str(detail)
+    if status == 429:
+        kind = "rate_limit_error"
+    elif status >= 500:
+        kind = "server_error"
+    else:
+        kind = "invalid_request_error"
+    code = _OPENAI_CODES.get(exc.code, exc.code)
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def openai_error_response(exc: DispatcherError) -> Response:
+    """The OpenAI-shaped JSON response for `exc`, with Retry-After when it has one."""
+    status = openai_error_status(exc)
+    return JSONResponse(openai_error_json(exc), status_code=status, headers=_headers(exc))
+
+
+def render_error(path: str, exc: DispatcherError) -> Response:
+    """`exc` as HTTP for a request to `path`: OpenAI's shape under /v1/, else ours."""
+    if path.startswith(OPENAI_PREFIX):
+        return openai_error_response(exc)
+    return error_response(exc)
 
 
 async def handle_dispatcher_error(request: Request, exc: Exception) -> Response:
     """Starlette exception handler for every `DispatcherError`."""
     assert isinstance(exc, DispatcherError)
-    return error_response(exc)
+    return render_error(request.url.path, exc)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     """Starlette's own 404/405 (no route, wrong method) in the same JSON shape."""
     assert isinstance(exc, HTTPException)
+    path = request.url.path
     if exc.status_code == 405:
-        detail = f"{request.method} not allowed on {request.url.path}"
-        return error_response(MethodNotAllowed(detail))
+        return render_error(path, MethodNotAllowed(f"{request.method} not allowed on {path}"))
     if exc.status_code == 404:
-        return error_response(NotFound(f"no route {request.url.path}"))
+        return render_error(path, NotFound(f"no route {path}"))
     error = DispatcherError(exc.detail)
     return JSONResponse(error.to_json(), status_code=exc.status_code, headers=exc.headers)
 

@@ -72,7 +72,8 @@ def openapi_document() -> dict[str, Any]:
                 "worker, preferring one that already holds the task's label (its model). Workers "
                 "connect to the websocket `/worker-listen` with a `Worker-Id` header and speak "
                 "the protobuf protocol of proto/smartrouting.proto. Every error answer is JSON "
-                '`{"error": code, "detail": ...}`. With API keys configured, every endpoint but '
+                '`{"error": code, "detail": ...}` (under /v1/, OpenAI\'s `{"error": {"message", '
+                '"type", "param", "code"}}`). With API keys configured, every endpoint but '
                 + ", ".join(sorted(OPEN_PATHS | {"/docs"}))
                 + " needs one (docs/architecture.md)."
             ),
@@ -81,6 +82,7 @@ def openapi_document() -> dict[str, Any]:
             {"name": "tasks", "description": "Run tasks and read their results."},
             {"name": "workers", "description": "The connected workers and their labels."},
             {"name": "admin", "description": "Needs the admin key when one is set."},
+            {"name": "openai", "description": "OpenAI-compatible; errors in OpenAI's shape."},
             {"name": "meta", "description": "Probes, metrics and this description."},
         ],
         "paths": paths,
@@ -136,15 +138,11 @@ def _operation(op: Operation, schema_of: dict[str, Any]) -> dict[str, Any]:
     if op.path not in OPEN_PATHS:
         # Optional: no key at all is fine while no API keys are configured.
         operation["security"] = [{}, {"bearer": []}, {"apiKey": []}]
-        responses["401"] = _response(
-            error(
-                "401",
-                "An API key (or the admin key) is missing or wrong.",
-                "unauthorized",
-                "API key required",
-            ),
-            schema_of,
+        unauthorized = error(
+            "401", "An API key (or the admin key) is missing or wrong.", "unauthorized", "API key"
         )
+        # Kept when the operation documents its own 401 (OpenAI's error shape under /v1/).
+        responses.setdefault("401", _response(unauthorized, schema_of))
         if op.path in ADMIN_PATHS:
             responses["403"] = _response(
                 error(

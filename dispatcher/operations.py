@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dispatcher.openai_api import EmbeddingsAnswer, EmbeddingsRequest, ModelList, OpenAIError
 from dispatcher.schemas import (
     ErrorBody,
     Health,
@@ -61,6 +62,12 @@ def error(status: str, description: str, code: str, detail: Any) -> Answer:
     return Answer(status, description, examples={code: {"error": code, "detail": detail}})
 
 
+def openai_error(status: str, description: str, kind: str, code: str, message: str) -> Answer:
+    """A documented error answer of the OpenAI-compatible API (OpenAI's error shape)."""
+    body = {"message": message, "type": kind, "param": None, "code": code}
+    return Answer(status, description, OpenAIError, {code: {"error": body}})
+
+
 _COMPLETED_EXAMPLE = {
     "task_id": "3f2a9c",
     "status": "completed",
@@ -69,6 +76,28 @@ _COMPLETED_EXAMPLE = {
     "label": "all-MiniLM-L6-v2",
     "label_miss": False,
     "timings_ms": {"queue": 0.4, "load": 0.0, "run": 7.9, "total": 8.6},
+}
+_CANCELLED_EXAMPLE = {
+    "task_id": "3f2a9c",
+    "status": "failed",
+    "error": {"error": "task_cancelled", "detail": "task '3f2a9c' was cancelled"},
+}
+_STATUS_EXAMPLES = {
+    "running": {"task_id": "3f2a9c", "status": "running"},
+    "completed": _COMPLETED_EXAMPLE,
+    "failed": {
+        "task_id": "3f2a9c",
+        "status": "failed",
+        "error": {"error": "deadline_exceeded", "detail": "no answer within 30.000s"},
+    },
+    "cancelled": _CANCELLED_EXAMPLE,
+}
+_TASK_ID = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "the id the task was submitted with",
 }
 _TASK_EXAMPLES = {
     "embed": {
@@ -91,11 +120,20 @@ _TASK_ERRORS = (
         "invalid_json",
         "body is not valid JSON",
     ),
-    error(
+    Answer(
         "409",
-        "A task with this id is queued or running.",
-        "duplicate_task",
-        "task '3f2a9c' is already queued or running",
+        "The task id is in use with another body (a retry with the same body gets the known "
+        "task instead), or the task was cancelled while the caller waited.",
+        examples={
+            "task_id_conflict": {
+                "error": "task_id_conflict",
+                "detail": "task '3f2a9c' exists (completed) with another body",
+            },
+            "task_cancelled": {
+                "error": "task_cancelled",
+                "detail": "task '3f2a9c' was cancelled (DELETE /tasks/3f2a9c)",
+            },
+        },
     ),
     error(
         "413",
@@ -159,6 +197,7 @@ OPERATIONS: tuple[Operation, ...] = (
                                 "labels": ["all-MiniLM-L6-v2"],
                                 "labels_loading": [],
                                 "in_flight": 1,
+                                "failures_in_a_row": 0,
                                 "completed": 120,
                                 "misses": 3,
                             }
@@ -254,24 +293,51 @@ OPERATIONS: tuple[Operation, ...] = (
         "/tasks/{task_id}",
         "A task's status and result",
         "Queued, running, completed (with the /run-task answer's fields) or failed (with its "
-        "error). Finished tasks are kept for the result TTL.",
+        "error). Finished tasks are kept for the result TTL. With `wait_s`, an unfinished "
+        "task's answer waits up to that long for the task to finish (a long poll).",
+        "tasks",
+        (
+            Answer("200", "The task's state.", TaskStatus, _STATUS_EXAMPLES),
+            error(
+                "404",
+                "No task has this id, or its result expired.",
+                "task_not_found",
+                "no task '3f2a9c' (unknown, or its result expired)",
+            ),
+            error(
+                "422",
+                "`wait_s` is not a number of seconds from 0 to 60.",
+                "validation_failed",
+                {"field": "wait_s", "message": "must be a number of seconds from 0 to 60"},
+            ),
+        ),
+        parameters=(
+            _TASK_ID,
+            {
+                "name": "wait_s",
+                "in": "query",
+                "required": False,
+                "description": "wait up to this many seconds for an unfinished task to finish",
+                "schema": {"type": "number", "minimum": 0, "maximum": 60, "default": 0},
+            },
+        ),
+    ),
+    Operation(
+        "delete",
+        "/tasks/{task_id}",
+        "Cancel a task",
+        "A queued task is taken off the queue; a running one's worker is sent `Cancel`. The "
+        "task fails 409 `task_cancelled` (a caller waiting on /run-task gets that answer). A "
+        "task that had already finished stays as it ended. Answers the task's state.",
         "tasks",
         (
             Answer(
                 "200",
-                "The task's state.",
+                "The task's state after the cancel.",
                 TaskStatus,
                 {
-                    "running": {"task_id": "3f2a9c", "status": "running"},
-                    "completed": _COMPLETED_EXAMPLE,
-                    "failed": {
-                        "task_id": "3f2a9c",
-                        "status": "failed",
-                        "error": {
-                            "error": "deadline_exceeded",
-                            "detail": "no answer within 30.000s",
-                        },
-                    },
+                    "cancelled": _CANCELLED_EXAMPLE,
+                    "finished_before": _COMPLETED_EXAMPLE,
                 },
             ),
             error(
@@ -281,15 +347,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "no task '3f2a9c' (unknown, or its result expired)",
             ),
         ),
-        parameters=(
-            {
-                "name": "task_id",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string"},
-                "description": "the id the task was submitted with",
-            },
-        ),
+        parameters=(_TASK_ID,),
     ),
     Operation(
         "post",
@@ -438,6 +496,146 @@ OPERATIONS: tuple[Operation, ...] = (
                 "OpenAPI 3.1.",
                 dict[str, Any],
                 {"start": {"openapi": "3.1.0", "info": {"title": "smart-routing dispatcher"}}},
+            ),
+        ),
+    ),
+    Operation(
+        "post",
+        "/v1/embeddings",
+        "Embeddings (OpenAI-compatible)",
+        "OpenAI's embeddings API, so the `openai` client, LangChain and LlamaIndex work "
+        "unchanged: `model` is the label and the request runs as an `embed_texts` task, routed, "
+        "limited and authenticated as /run-task is (`Authorization: Bearer <API key>`). `input` "
+        "is a text or a list of texts (token ids are refused); `encoding_format` `float` or "
+        "`base64` (little-endian float32); `dimensions` only as the model's own dimension. "
+        "`usage` counts the tokens the model's tokenizer made. Errors are in OpenAI's shape.",
+        "openai",
+        (
+            Answer(
+                "200",
+                "The embeddings, in input order.",
+                EmbeddingsAnswer,
+                {
+                    "float": {
+                        "object": "list",
+                        "data": [{"object": "embedding", "index": 0, "embedding": [0.12, -0.05]}],
+                        "model": "all-MiniLM-L6-v2",
+                        "usage": {"prompt_tokens": 7, "total_tokens": 7},
+                    },
+                    "base64": {
+                        "object": "list",
+                        "data": [{"object": "embedding", "index": 0, "embedding": "AACAPwAAAMA="}],
+                        "model": "all-MiniLM-L6-v2",
+                        "usage": {"prompt_tokens": 7, "total_tokens": 7},
+                    },
+                },
+            ),
+            openai_error(
+                "400",
+                "Malformed body, token-id input, texts over the limits, or `dimensions` other "
+                "than the model's.",
+                "invalid_request_error",
+                "validation_failed",
+                "input[0]: token-id input is not supported: send the text as a string",
+            ),
+            openai_error(
+                "404",
+                "No worker has a model with this label.",
+                "invalid_request_error",
+                "model_not_found",
+                "The model `nope` does not exist",
+            ),
+            openai_error(
+                "409",
+                "The task was cancelled.",
+                "invalid_request_error",
+                "task_cancelled",
+                "task '3f2a9c' was cancelled",
+            ),
+            openai_error(
+                "413",
+                "The body is larger than the limit.",
+                "invalid_request_error",
+                "payload_too_large",
+                "body exceeds 4194304 bytes",
+            ),
+            openai_error(
+                "429",
+                "The queue, or this caller's share of it, is full (see Retry-After).",
+                "rate_limit_error",
+                "queue_full",
+                "10000 tasks are queued (limit 10000)",
+            ),
+            openai_error(
+                "502",
+                "The worker failed the task.",
+                "server_error",
+                "task_failed",
+                "INFERENCE_FAILED: engine error",
+            ),
+            openai_error(
+                "503",
+                "Shutting down, no workers or attempts exhausted (see Retry-After).",
+                "server_error",
+                "no_workers",
+                "no worker is connected",
+            ),
+            openai_error(
+                "504",
+                "The deadline passed before the task finished.",
+                "server_error",
+                "deadline_exceeded",
+                "no answer within 300.000s",
+            ),
+            openai_error(
+                "401",
+                "An API key is missing or wrong.",
+                "invalid_request_error",
+                "invalid_api_key",
+                "API key required",
+            ),
+        ),
+        EmbeddingsRequest,
+        {
+            "texts": {"model": "all-MiniLM-L6-v2", "input": ["a cat sat on the mat", "routing"]},
+            "base64": {
+                "model": "all-MiniLM-L6-v2",
+                "input": "one text",
+                "encoding_format": "base64",
+            },
+        },
+    ),
+    Operation(
+        "get",
+        "/v1/models",
+        "Models (OpenAI-compatible)",
+        "The labels the dispatcher knows: held by a connected worker, or run since it started.",
+        "openai",
+        (
+            Answer(
+                "200",
+                "OpenAI's model list.",
+                ModelList,
+                {
+                    "one": {
+                        "object": "list",
+                        "data": [
+                            {
+                                "id": "all-MiniLM-L6-v2",
+                                "object": "model",
+                                "created": 1767225600,
+                                "owned_by": "smart-routing",
+                            }
+                        ],
+                    }
+                },
+            ),
+            openai_error(
+                "401",
+                "An API key is missing or wrong.",
+                "invalid_request_error",
+                "invalid_api_key",
+                "API key required",
             ),
         ),
     ),

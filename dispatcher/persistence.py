@@ -2,18 +2,23 @@
 
 `Persistence` owns the `TaskStore` (SQLite) and one writer thread, so every write keeps its
 order and none blocks the event loop. A new task is written before its caller hears "accepted"
-(`add`, awaited); a finished task's answer is written when the core reports it (an observer:
-docs/architecture.md §3.3), without holding anyone up. See docs/reliability.md.
+(`add`, awaited); the worker a task is sent to, and a finished task's answer, are written when
+the core reports them (an observer: docs/architecture.md §3.3), without holding anyone up. The
+worker id lets a restarted dispatcher wait for that worker's buffered result instead of running
+the task a second time (`dispatcher.recovery`). See docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from dispatcher.errors import DispatcherError, ShuttingDown
 from dispatcher.interfaces import NullObserver
+from dispatcher.routing import Decision, Dispatch
 from dispatcher.store import TaskStore
 from dispatcher.tasks import TaskRecord
 
@@ -46,23 +51,38 @@ class Persistence(NullObserver):
         )
         task.persisted = True
 
+    def task_routed(self, task: TaskRecord, decision: Decision, now: float) -> None:
+        if not task.persisted:
+            return
+        if isinstance(decision, Dispatch):
+            self._write(self.store.dispatched, task.task_id, decision.worker_id)
+        elif task.attempt or task.restored:
+            # Queued again (its worker left or handed it back; or restored): no worker holds it.
+            self._write(self.store.dispatched, task.task_id, None)
+
     def task_finished(self, task: TaskRecord, now: float) -> None:
         if not task.persisted or isinstance(task.error, ShuttingDown):
             # Not ours, or left "queued" in the database on purpose: the next start runs it.
             return
-        future = self._thread.submit(
-            self._finish, task.task_id, task.state.value, task.answer_json()
-        )
+        self._write(self._finish, task.task_id, task.state.value, task.answer_json())
+
+    def _write(self, write: Callable[..., None], task_id: str, *args: Any) -> None:
+        """Run `write(task_id, *args)` on the writer thread, in order, logging a failure."""
+
+        def run() -> None:
+            try:
+                write(task_id, *args)
+            except DispatcherError as exc:  # the answer still reached a waiting caller
+                log.error("could not record task %s: %s", task_id, exc)
+
+        future = self._thread.submit(run)
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
 
     def _finish(self, task_id: str, state: str, answer: dict[str, object]) -> None:
-        try:
-            self.store.finish(task_id, state, answer)
-            if self.store.writes % EXPIRE_EVERY_WRITES == 0:
-                self.store.expire(self.result_ttl_s)
-        except DispatcherError as exc:  # the answer still reached a waiting caller
-            log.error("could not record task %s: %s", task_id, exc)
+        self.store.finish(task_id, state, answer)
+        if self.store.writes % EXPIRE_EVERY_WRITES == 0:
+            self.store.expire(self.result_ttl_s)
 
     async def close(self) -> None:
         """Finish the writes under way, then close the database."""

@@ -3,9 +3,20 @@
 `plan_recovery` reads the rows back and sorts them; the runtime applies the plan through the
 core's public methods (docs/architecture.md §3.5). Unfinished asynchronous tasks are queued
 again with what is left of their deadline; one whose deadline passed while the dispatcher was
-down is answered 504; finished ones stay readable at `/tasks/{id}` until their TTL. A task
-queued again may have been running on a worker when the old dispatcher died: if that worker
-reports its result after reconnecting, the core takes it instead of running the task twice.
+down is answered 504; finished ones stay readable at `/tasks/{id}` until their TTL.
+
+A task the old dispatcher had sent to a worker (the state database keeps the worker's id) may
+still be running there, or its result may wait in that worker's outbox (kept across
+reconnects). Such a task is **held**, not queued (`HeldTasks`): it is dispatched to nobody
+until that worker reconnects and reports it, which completes it with no second run, or until
+`HOLD_GRACE_S` passes without that, when it is queued again. Only that worker's result is taken
+for a held task. A worker sends its outbox right after its Hello, so once it has reconnected,
+`REJOIN_SETTLE_S` without its result means it has none to give (it is still running the task,
+never got it, or gave the result to the old dispatcher): the task goes back to that worker if
+it can take it (a worker ignores a task id it is already running, so its one run answers
+it), else to the queue. A task queued again with no worker on record (a row written before the
+dispatch was) still takes a buffered result that arrives while it waits in the queue
+(`claim_restored`).
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ class RecoveryPlan:
     """Tasks read back from the state database, by what must happen to them."""
 
     requeue: list[TaskRecord] = field(default_factory=list)
+    #: Sent to a worker before the restart (`task.worker_id`): held for that worker's result.
+    held: list[TaskRecord] = field(default_factory=list)
     expired: list[TaskRecord] = field(default_factory=list)
     finished: list[TaskRecord] = field(default_factory=list)
 
@@ -40,6 +53,9 @@ def plan_recovery(
             plan.finished.append(task)
         elif task.deadline <= now:
             plan.expired.append(task)
+        elif row.worker_id:
+            task.worker_id = row.worker_id
+            plan.held.append(task)
         else:
             plan.requeue.append(task)
     return plan
@@ -59,6 +75,55 @@ def _task_of(row: StoredTask, now: float, now_unix: float) -> TaskRecord:
         persisted=True,
         restored=True,
     )
+
+
+#: How long a restored task waits for a worker that ran it and does not reconnect (workers
+#: reconnect within their backoff, at most 5 s by default) before it is queued again.
+HOLD_GRACE_S = 15.0
+#: After the worker a task is held for reconnects: its buffered results arrive right after its
+#: Hello, so this long without one ends the hold.
+REJOIN_SETTLE_S = 1.0
+
+
+class HeldTasks:
+    """Restored tasks waiting for the worker that was running them (sans-I/O bookkeeping)."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, TaskRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._tasks
+
+    def hold(self, task: TaskRecord) -> None:
+        """Hold `task` for `task.worker_id`; it shows as running (it may be, there)."""
+        assert task.worker_id, task
+        task.state = TaskState.RUNNING
+        self._tasks[task.task_id] = task
+
+    def claim(self, worker_id: str, task_id: str) -> TaskRecord | None:
+        """The held task `worker_id` reports a result of, now released; None when `task_id`
+        is not held, or is held for another worker (whose result alone is taken)."""
+        task = self._tasks.get(task_id)
+        if task is None or task.worker_id != worker_id:
+            return None
+        return self._tasks.pop(task_id)
+
+    def of_worker(self, worker_id: str) -> list[str]:
+        """Ids of the tasks held for `worker_id`."""
+        return [t.task_id for t in self._tasks.values() if t.worker_id == worker_id]
+
+    def release(self, task_id: str) -> TaskRecord | None:
+        """Stop holding a task (its grace passed, or it was answered); None if not held."""
+        return self._tasks.pop(task_id, None)
+
+    def drain(self) -> list[TaskRecord]:
+        """Stop holding every task (shutdown)."""
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        return tasks
 
 
 def claim_restored(

@@ -124,13 +124,17 @@ class Dispatcher:
             self.core.fail(task, DeadlineExceeded("the deadline passed during a restart"))
         for task in plan.requeue:
             self.core.accept(task)
-        if plan.requeue or plan.finished:
+        for task in plan.held:  # sent to a worker before the restart: wait for its result
+            self.core.hold(task)
+        unfinished = len(plan.requeue) + len(plan.held)
+        if unfinished or plan.finished:
             log.info(
-                "restored %d unfinished and %d finished tasks",
-                len(plan.requeue),
+                "restored %d unfinished (%d held for their workers) and %d finished tasks",
+                unfinished,
+                len(plan.held),
                 len(plan.finished),
             )
-        return len(plan.requeue), len(plan.finished)
+        return unfinished, len(plan.finished)
 
     async def submit(self, *args: Any, **kwargs: Any) -> TaskRecord:
         """Admit a task (see `Admission.submit`)."""

@@ -35,6 +35,8 @@ MAX_FIELD_CHARS = 256
 MAX_TIMEOUT_S = 86_400.0
 #: Longest model id the uploader accepts (uploader/names.py); it checks the id's form itself.
 MAX_MODEL_ID_CHARS = 200
+#: Longest long poll of `GET /tasks/{id}?wait_s=`.
+MAX_WAIT_S = 60.0
 
 # `\S` (re.search): at least one character that is not whitespace.
 Name = Annotated[str, Meta(min_length=1, max_length=MAX_FIELD_CHARS, pattern=r"\S")]
@@ -125,10 +127,11 @@ class TaskCompleted(Struct, forbid_unknown_fields=True):
 
 
 class TaskAccepted(Struct, forbid_unknown_fields=True):
-    """An asynchronous task was queued; poll `status_url` for its result."""
+    """An asynchronous task was queued; poll `status_url` for its result. A retry of a known
+    task (same id and body) is answered with that task's state instead of running it again."""
 
     task_id: str
-    status: Literal["queued"]
+    status: Literal["queued", "running", "completed"]
     status_url: str
 
 
@@ -164,6 +167,9 @@ class WorkerInfo(Struct, forbid_unknown_fields=True):
     labels: list[str]
     labels_loading: list[str]
     in_flight: int
+    failures_in_a_row: Annotated[
+        int, Meta(description="soft timeouts and own errors in a row (the circuit breaker)")
+    ]
     completed: int
     misses: int
 
@@ -298,6 +304,20 @@ def parse_task_request(raw: bytes, config: Config) -> TaskRequest:
             task.task_type,
         )
     return task
+
+
+def parse_wait(raw: str | None) -> float:
+    """The `wait_s` query parameter of `GET /tasks/{id}`: 0 to `MAX_WAIT_S` seconds."""
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_WAIT_S:  # NaN fails too
+        message = f"must be a number of seconds from 0 to {MAX_WAIT_S:g}"
+        raise ValidationFailed({"field": "wait_s", "message": message})
+    return value
 
 
 def parse_upload_request(raw: bytes) -> UploadModelRequest:

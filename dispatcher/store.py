@@ -1,7 +1,8 @@
 """SQLite store of asynchronous tasks, so an accepted `POST /tasks` survives a restart.
 
-One row per task: written when the task is accepted (before the 202 goes out), updated with
-its answer when it finishes, deleted `result_ttl_s` after that. On start the dispatcher reads
+One row per task: written when the task is accepted (before the 202 goes out), given the id of
+the worker it is sent to (`dispatched`), updated with its answer when it finishes, deleted
+`result_ttl_s` after that. On start the dispatcher reads
 the rows back (`load`): unfinished tasks are queued again, finished ones stay readable at
 `/tasks/{id}` until their TTL. Synchronous `/run-task` tasks are not stored: their caller is
 connected and gets an answer (or a dropped connection) either way.
@@ -32,9 +33,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     state TEXT NOT NULL,
     submitted_unix REAL NOT NULL,
     finished_unix REAL,
-    answer_json TEXT
+    answer_json TEXT,
+    worker_id TEXT
 )
 """
+#: Files written before the worker id was kept lack its column; it is added on open.
+_MIGRATIONS = ("ALTER TABLE tasks ADD COLUMN worker_id TEXT",)
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class StoredTask:
     submitted_unix: float
     finished_unix: float | None = None
     answer: dict[str, Any] | None = None
+    #: The worker an unfinished task was last sent to (None: never sent, or sent back).
+    worker_id: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -69,6 +75,10 @@ class TaskStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+            if "worker_id" not in columns:
+                for statement in _MIGRATIONS:
+                    self._db.execute(statement)
         except sqlite3.Error as exc:
             raise StoreFailed(f"cannot open state database {self.path}: {exc}") from exc
         self.writes = 0
@@ -86,6 +96,13 @@ class TaskStore:
             "INSERT OR REPLACE INTO tasks (task_id, task_type, label, parameters_json,"
             " deadline_unix_ms, state, submitted_unix) VALUES (?, ?, ?, ?, ?, 'queued', ?)",
             (task_id, task_type, label, parameters_json, deadline_unix_ms, time.time()),
+        )
+
+    def dispatched(self, task_id: str, worker_id: str | None) -> None:
+        """Record the worker an unfinished task was sent to (None: it was queued again)."""
+        self._write(
+            "UPDATE tasks SET worker_id = ? WHERE task_id = ? AND finished_unix IS NULL",
+            (worker_id, task_id),
         )
 
     def finish(self, task_id: str, state: str, answer: dict[str, Any]) -> None:
@@ -107,7 +124,8 @@ class TaskStore:
         """Every row, oldest submission first."""
         rows = self._db.execute(
             "SELECT task_id, task_type, label, parameters_json, deadline_unix_ms, state,"
-            " submitted_unix, finished_unix, answer_json FROM tasks ORDER BY submitted_unix"
+            " submitted_unix, finished_unix, answer_json, worker_id FROM tasks"
+            " ORDER BY submitted_unix"
         ).fetchall()
         return [
             StoredTask(
@@ -120,6 +138,7 @@ class TaskStore:
                 submitted_unix=row[6],
                 finished_unix=row[7],
                 answer=json.loads(row[8]) if row[8] else None,
+                worker_id=row[9],
             )
             for row in rows
         ]

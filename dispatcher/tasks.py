@@ -58,6 +58,20 @@ class TaskRecord:
     persisted: bool = False
     #: Read back from the state database after a restart.
     restored: bool = False
+    #: Workers this task must not go to again (it timed out there, or was handed back).
+    excluded: set[str] = field(default_factory=set)
+
+    def same_request(self, task_type: str, label: str, parameters_json: str) -> bool:
+        """Whether a request with this body asks for this very task (an idempotent retry).
+
+        The parameters are compared as JSON values, so a retry that formats its
+        `parameters_json` differently (spacing, key order) is still the same request.
+        """
+        if (task_type, label) != (self.task_type, self.label):
+            return False
+        if parameters_json == self.parameters_json:
+            return True
+        return _canonical(parameters_json) == _canonical(self.parameters_json)
 
     def to_frame(self, evict: tuple[str, ...] = ()) -> pb.Task:
         """The Task frame that sends this task to a worker."""
@@ -72,7 +86,7 @@ class TaskRecord:
         )
 
     def record_run(self, result: pb.TaskResult, now: float) -> None:
-        """Keep what the worker reported of this task's run: miss, timings and its result."""
+        """Keep what the worker reported of this task's run: miss and timings."""
         self.label_miss = result.label_miss
         self.timings_ms = {
             "queue": round((self.dispatched_at - self.enqueued_at) * 1000 + result.queue_ms, 3),
@@ -80,11 +94,6 @@ class TaskRecord:
             "run": round(result.run_ms, 3),
             "total": round((now - self.submitted_at) * 1000, 3),
         }
-        if result.ok:
-            try:
-                self.result = json.loads(result.result_json) if result.result_json else None
-            except json.JSONDecodeError:
-                self.result = result.result_json
 
     def answer_json(self) -> dict[str, Any]:
         """What the state database keeps of a finished task to answer /tasks/{id} again."""
@@ -125,6 +134,14 @@ class TaskRecord:
             "label_miss": self.label_miss,
             "timings_ms": self.timings_ms,
         }
+
+
+def _canonical(parameters_json: str) -> object:
+    """The parameters as a comparable value (text that is not JSON compares as itself)."""
+    try:
+        return json.loads(parameters_json or "{}")
+    except (ValueError, RecursionError):
+        return parameters_json
 
 
 class TaskQueue:

@@ -303,10 +303,11 @@ async def test_queue_full_answers_429_with_retry_after(dispatcher_factory) -> No
 
 
 async def test_duplicate_task_id_answers_409(client) -> None:
-    """A task id that is queued already is refused with 409."""
+    """A task id that is queued already is refused with 409 when the body differs (the same
+    body is a retry of that task: tests/dispatcher/test_idempotency.py)."""
     assert (await client.post("/tasks", json=task("a", task_id="dup"))).status_code == 202
-    answer = await client.post("/run-task", json=task("a", task_id="dup"))
-    assert answer.status_code == 409 and answer.json()["error"] == "duplicate_task"
+    answer = await client.post("/run-task", json=task("b", task_id="dup"))
+    assert answer.status_code == 409 and answer.json()["error"] == "task_id_conflict"
 
 
 async def test_reject_without_workers_answers_503(dispatcher_factory) -> None:
@@ -380,7 +381,7 @@ async def test_openapi_lists_every_endpoint(client) -> None:
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {
         "/health", "/workers", "/labels", "/run-task", "/tasks", "/tasks/{task_id}",
-        "/upload-model", "/metrics", "/stats", "/openapi.json",
+        "/upload-model", "/metrics", "/stats", "/openapi.json", "/v1/embeddings", "/v1/models",
     }  # fmt: skip
 
 
