@@ -6,13 +6,17 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from dispatcher.config import config_from_args
+from dispatcher.config import config_from_args, open_workers_refusal
 from dispatcher.server import DispatcherServer, absorb_exit_signals, tune_garbage_collector
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, build the app and serve it until SIGINT/SIGTERM."""
     config = config_from_args(argv)
+    refusal = open_workers_refusal(config)
+    if refusal is not None:
+        print(f"python -m dispatcher: error: {refusal}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

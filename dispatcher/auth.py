@@ -7,7 +7,8 @@
   `Authorization: Bearer <key>` or `X-API-Key: <key>`; without a valid key: 401.
 - `/upload-model` takes only `SMARTROUTING_ADMIN_KEY` when it is set: 401 without a key, 403
   with a valid API key that is not the admin key. The admin key is accepted everywhere.
-- `/health`, `/metrics`, `/openapi.json` and `/docs` stay open for probes and scrapers.
+- `/health`, `/openapi.json` and `/docs` stay open for probes; `/metrics` and `/stats` need a
+  key like the rest (a Prometheus scrape sends one as a bearer token).
 
 Secrets are compared with `hmac.compare_digest` (constant time in the secret's content).
 """
@@ -21,10 +22,11 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dispatcher.errors import DispatcherError, Forbidden, Unauthorized, error_response
+from dispatcher.errors import DispatcherError, Forbidden, Unauthorized, render_error
 
-#: Paths that never ask for a key (probes, Prometheus, the API description).
-OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs"})
+#: Paths that never ask for a key (probes and the API description). /metrics and /stats name
+#: every caller's labels, so they need a key like the rest when keys are configured.
+OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
 #: Paths that need the admin key when one is set.
 ADMIN_PATHS = frozenset({"/upload-model"})
 
@@ -123,7 +125,7 @@ class AuthMiddleware:
             try:
                 self.settings.check_http(scope["path"], Headers(scope=scope))
             except DispatcherError as exc:
-                response = error_response(exc)
+                response = render_error(scope["path"], exc)  # OpenAI's shape under /v1/
                 response.headers["WWW-Authenticate"] = 'Bearer realm="smart-routing"'
                 await response(scope, receive, send)
                 return

@@ -51,6 +51,12 @@ class Config:
     ws_ping_interval_s: float = setting(5.0, "websocket keepalive ping interval")
     ws_ping_timeout_s: float = setting(10.0, "websocket keepalive pong timeout")
     hello_timeout_s: float = setting(10.0, "how long a worker may take to say Hello")
+    idle_timeout_s: float = setting(
+        5.0, "drop an HTTP connection idle this long, before its first request too"
+    )
+    max_connections: int = setting(
+        4096, "connections and requests at once before new ones get 503 (0: no limit)"
+    )
     shutdown_timeout_s: float = setting(
         10.0, "graceful shutdown: how long running tasks may take to finish before failing"
     )
@@ -59,6 +65,17 @@ class Config:
         10.0, "after a task's deadline, free its slot this long after sending Cancel"
     )
     retry_after_s: float = setting(1.0, "seconds suggested in Retry-After on 429/503")
+    # Per-worker health (docs/architecture.md §3.2): a dispatch not answered within
+    # max(soft_timeout_min_s, factor x its expected load + run time) goes elsewhere, and a
+    # worker that fails or times out breaker_failures times in a row is suspended.
+    soft_timeout_factor: float = setting(
+        10.0, "re-dispatch a task elsewhere after this many times its expected time"
+    )
+    soft_timeout_min_s: float = setting(10.0, "never re-dispatch a task sooner than this")
+    breaker_failures: int = setting(
+        3, "failures or soft timeouts in a row that suspend a worker (0: never)"
+    )
+    breaker_cooldown_s: float = setting(30.0, "how long a suspended worker gets no new tasks")
     starvation_factor: float = setting(
         2.0, "routed policy: serve a queued task by any idle worker after this many load times"
     )
@@ -83,6 +100,11 @@ class Config:
     # Early checks of `embed_texts`-style parameters; the worker checks again.
     max_texts: int = setting(256, "most texts per task (more: 422)")
     max_text_chars: int = setting(20_000, "longest text, in characters (longer: 422)")
+    allow_open_workers: bool = setting(
+        False,
+        "start with API keys but no worker token (any process could then join as a worker "
+        "and receive callers' payloads)",
+    )
     max_tasks_per_caller: int = setting(
         0, "unfinished tasks one caller (API key, else address) may have; 0: no limit"
     )
@@ -159,3 +181,17 @@ def config_from_args(
     """Flags over the environment over the defaults; a bad value exits 2 with one line."""
     env = os.environ if environ is None else environ
     return toolkit.parse_args(Config, build_parser(), argv, env, env_hook=_random_dispatch)
+
+
+def open_workers_refusal(config: Config) -> str | None:
+    """Why `python -m dispatcher` refuses to start with these settings, or None.
+
+    API keys without a worker token protect the callers' door and leave the workers' one open:
+    any process could connect to /worker-listen and receive the callers' payloads.
+    """
+    if config.api_keys and not config.worker_token and not config.allow_open_workers:
+        return (
+            "API keys are set but no worker token: set SMARTROUTING_WORKER_TOKEN "
+            "(--worker-token), or pass --allow-open-workers to accept any worker"
+        )
+    return None

@@ -24,13 +24,17 @@ from dispatcher.errors import (
 )
 from dispatcher.estimates import LabelEstimates
 from dispatcher.interfaces import Cancellable, Clock, CoreObserver, Timers, WorkerLink
-from dispatcher.recovery import claim_restored
+from dispatcher.recovery import HOLD_GRACE_S, REJOIN_SETTLE_S, HeldTasks, claim_restored
 from dispatcher.registry import Registry, WorkerRecord, WorkerState
-from dispatcher.routing import Decision, Dispatch, make_policy
+from dispatcher.routing import Decision, Dispatch, Reason, make_policy
 from dispatcher.tasks import ResultStore, TaskQueue, TaskRecord, TaskState
+from dispatcher.worker_input import parse_result_json
 from proto import smartrouting_pb2 as pb
 
 log = logging.getLogger("dispatcher")
+
+#: Worker error codes that count against the worker itself (not the caller or the model).
+WORKER_FAULTS = frozenset({pb.ENGINE_UNAVAILABLE, pb.INFERENCE_FAILED, pb.INTERNAL})
 
 #: Forget labels nobody asks for any more once every this many arrivals.
 DEMAND_PRUNE_EVERY = 4096
@@ -65,8 +69,11 @@ class Core:
         )
         self.links: dict[str, WorkerLink] = {}
         self.running: dict[str, TaskRecord] = {}
+        #: Restored tasks waiting for the worker that ran them before a restart (§3.5).
+        self.held = HeldTasks()
         self.accepting = True
         self._deadlines: dict[str, Cancellable] = {}
+        self._soft_timeouts: dict[str, Cancellable] = {}
         #: Workers loading a preload: worker id -> label (until their next LabelsChanged).
         self._preloads: dict[str, str] = {}
         self._arrivals = 0
@@ -90,6 +97,19 @@ class Core:
         if self.config.preload:
             self._preload(task.label, now)
 
+    def hold(self, task: TaskRecord, grace_s: float = HOLD_GRACE_S) -> None:
+        """Take a restored task that `task.worker_id` was running when the old dispatcher died
+        (docs/architecture.md §3.5): dispatched to nobody while that worker may still report
+        it, queued again after `grace_s` if it has not."""
+        self.results.add(task)
+        self._deadlines[task.task_id] = self.timers.call_later(
+            max(0.0, task.deadline - self.clock.monotonic()), self._on_deadline, task
+        )
+        self.held.hold(task)
+        for o in self.observers:
+            o.task_accepted(task)
+        self.timers.call_later(grace_s, self._end_hold, task.task_id)
+
     def keep_finished(self, task: TaskRecord) -> None:
         """Keep an already finished task readable until its retention ends (after a restart)."""
         self.results.add(task)
@@ -99,6 +119,7 @@ class Core:
         """Answer a task with an error, wherever it is."""
         self.queue.remove(task.task_id)
         self.running.pop(task.task_id, None)
+        self.held.release(task.task_id)
         if task.task_id not in self.results:
             self.results.add(task)
         task.error = error
@@ -128,6 +149,9 @@ class Core:
             self.estimates.seed(label, cost.load_ms, cost.run_ms)
         for o in self.observers:
             o.worker_joined(record)
+        # Tasks held for this worker since a restart: its buffered results follow its Hello.
+        for task_id in self.held.of_worker(record.worker_id):
+            self.timers.call_later(REJOIN_SETTLE_S, self._end_hold, task_id)
         self._fill(record.worker_id, now)
         return record
 
@@ -165,7 +189,14 @@ class Core:
                     run_ms=result.run_ms,
                     turnaround_ms=(now - task.dispatched_at) * 1000.0 if task and mine else None,
                 )
-        if task is None and result.ok:
+        if task is None and result.task_id in self.held:
+            # The worker a restored task was held for reports it (from its outbox, or it was
+            # still running there): that run answers the task; another worker's is late.
+            task = self.held.claim(worker_id, result.task_id)
+            if task is not None:
+                task.dispatched_at = task.enqueued_at
+                self.running[task.task_id] = task
+        elif task is None and result.ok:
             task = claim_restored(self.results, self.queue, self.running, worker_id, result.task_id)
         if task is None or task.worker_id != worker_id or task.state is not TaskState.RUNNING:
             # A late answer (deadline passed, or the task moved to another worker): the task
@@ -173,12 +204,17 @@ class Core:
             for o in self.observers:
                 o.late_result(worker_id, result.task_id)
         elif result.error_code == pb.WORKER_SHUTTING_DOWN and not result.ok:
+            # It will not run tasks any more: no new ones for it, and this one goes elsewhere.
+            if worker_id in self.registry:
+                self.registry.set_state(worker_id, WorkerState.DRAINING)
+            task.excluded.add(worker_id)
             self._redispatch(task, count_attempt=False)
         else:
             del self.running[task.task_id]
             task.record_run(result, now)
+            self._judge(worker_id, result)
             if result.ok:
-                self._finish(task, TaskState.COMPLETED)
+                self._complete(task, result)
             elif result.error_code == pb.DEADLINE_EXCEEDED:
                 # The worker saw the deadline pass first: the same answer as our own timer.
                 task.error = DeadlineExceeded(
@@ -207,6 +243,7 @@ class Core:
             self.registry.finish(worker_id, task_id)
             task = self.running.get(task_id)
             if task is not None and task.worker_id == worker_id:
+                task.excluded.add(worker_id)
                 self._redispatch(task, count_attempt=False)
 
     # ---- shutdown (the runtime sequences these: docs/architecture.md §3.4) --------------
@@ -214,7 +251,7 @@ class Core:
     def stop_accepting(self) -> None:
         """Take no new task and answer every queued one 503."""
         self.accepting = False
-        for task in self.queue.drain():
+        for task in self.queue.drain() + self.held.drain():
             self.fail(task, ShuttingDown("the dispatcher is shutting down"))
 
     def fail_running(self) -> None:
@@ -266,6 +303,7 @@ class Core:
         self.registry.assign(decision.worker_id, task.task_id, task.label, decision.evict, now)
         self.running[task.task_id] = task
         link.send(pb.DispatcherMessage(task=task.to_frame(decision.evict)))
+        self._start_soft_timeout(task, decision.miss, now)
         for o in self.observers:
             o.task_routed(task, decision, now)
 
@@ -295,9 +333,30 @@ class Core:
         while self._take(self.policy.rescue(self.clock.monotonic())):
             pass
 
+    def _end_hold(self, task_id: str) -> None:
+        """A held task's worker did not report it within the grace: queue it again."""
+        task = self.held.release(task_id)
+        if task is None:
+            return
+        log.info("task %s: worker %s did not report it; sent again", task_id, task.worker_id)
+        holder = self.registry.workers.get(task.worker_id or "")
+        task.worker_id = None
+        task.state = TaskState.QUEUED
+        if not self.accepting:
+            self.fail(task, ShuttingDown("the dispatcher is shutting down"))
+            return
+        if holder is not None and holder.is_idle and task.label in holder.labels:
+            # Back to the worker that may still be running it: a worker ignores a task id it
+            # already runs, so that one run answers the task.
+            decision: Decision = Dispatch(task_id, holder.worker_id, Reason.IDLE_HOLDER, False)
+        else:
+            decision = self.policy.place(task, self.clock.monotonic())
+        self._apply(task, decision, front=True)
+
     def _redispatch(self, task: TaskRecord, count_attempt: bool) -> None:
         """Send a task whose worker left (or handed it back) elsewhere, oldest first."""
         self.running.pop(task.task_id, None)
+        self._stop_soft_timeout(task.task_id)
         if count_attempt and task.attempt >= self.config.max_attempts:
             detail = f"task {task.task_id!r} lost its worker {task.attempt} times"
             self.fail(task, AttemptsExhausted(detail))
@@ -314,6 +373,15 @@ class Core:
 
     # ---- outcomes -----------------------------------------------------------------------
 
+    def _complete(self, task: TaskRecord, result: pb.TaskResult) -> None:
+        try:
+            task.result = parse_result_json(result.result_json)
+        except ValueError as exc:  # NaN, Infinity or garbage: the worker failed, say so
+            task.error = TaskFailed("INFERENCE_FAILED", f"the worker's result is not JSON: {exc}")
+            self._finish(task, TaskState.FAILED)
+            return
+        self._finish(task, TaskState.COMPLETED)
+
     def _finish(self, task: TaskRecord, state: TaskState) -> None:
         now = self.clock.monotonic()
         task.state = state
@@ -321,6 +389,7 @@ class Core:
         handle = self._deadlines.pop(task.task_id, None)
         if handle is not None:
             handle.cancel()
+        self._stop_soft_timeout(task.task_id)
         self.results.finished(task, now)
         for o in self.observers:
             o.task_finished(task, now)
@@ -333,6 +402,69 @@ class Core:
             self._send_cancel(task, "deadline exceeded")
         waited = self.clock.monotonic() - task.submitted_at
         self.fail(task, DeadlineExceeded(f"no answer within {waited:.3f}s"))
+
+    # ---- per-worker health (docs/architecture.md §3.2) ----------------------------------
+
+    def _start_soft_timeout(self, task: TaskRecord, miss: bool, now: float) -> None:
+        load_ms = self.estimates.load_ms(task.label) if miss else 0.0
+        expected_s = (load_ms + self.estimates.run_ms(task.label)) / 1000.0
+        cfg = self.config
+        soft_s = max(cfg.soft_timeout_min_s, cfg.soft_timeout_factor * expected_s)
+        if now + soft_s < task.deadline:  # else the deadline answers first anyway
+            self._soft_timeouts[task.task_id] = self.timers.call_later(
+                soft_s, self._on_soft_timeout, task, task.attempt
+            )
+
+    def _stop_soft_timeout(self, task_id: str) -> None:
+        handle = self._soft_timeouts.pop(task_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _on_soft_timeout(self, task: TaskRecord, attempt: int) -> None:
+        """The worker has not answered in many times the expected time: try elsewhere."""
+        self._soft_timeouts.pop(task.task_id, None)
+        if task.state is not TaskState.RUNNING or task.attempt != attempt or not task.worker_id:
+            return
+        worker_id = task.worker_id
+        log.warning(
+            "task %s: no answer from worker %s in time; re-dispatched", task.task_id, worker_id
+        )
+        self._strike(worker_id, "soft timeout")
+        self._send_cancel(task, "soft timeout: re-dispatched")
+        task.excluded.add(worker_id)
+        self._redispatch(task, count_attempt=True)
+
+    def _judge(self, worker_id: str, result: pb.TaskResult) -> None:
+        """A success clears a worker's failure count; a failure of its own adds to it."""
+        record = self.registry.workers.get(worker_id)
+        if record is None:
+            return
+        if result.ok:
+            record.failures = 0
+        elif result.error_code in WORKER_FAULTS:
+            self._strike(worker_id, pb.ErrorCode.Name(result.error_code))
+
+    def _strike(self, worker_id: str, why: str) -> None:
+        """Circuit breaker: `breaker_failures` in a row suspend the worker for a cool-down."""
+        record = self.registry.workers.get(worker_id)
+        if record is None:
+            return
+        record.failures += 1
+        limit = self.config.breaker_failures
+        if limit and record.failures >= limit and record.state is WorkerState.READY:
+            self.registry.set_state(worker_id, WorkerState.SUSPENDED)
+            for o in self.observers:
+                o.worker_suspended(record, why)
+            self.timers.call_later(self.config.breaker_cooldown_s, self._resume, worker_id)
+
+    def _resume(self, worker_id: str) -> None:
+        """Half-open: the worker takes tasks again; one more failure suspends it again."""
+        record = self.registry.workers.get(worker_id)
+        if record is None or record.state is not WorkerState.SUSPENDED:
+            return
+        record.failures = max(0, self.config.breaker_failures - 1)
+        self.registry.set_state(worker_id, WorkerState.READY)
+        self._fill(worker_id, self.clock.monotonic())
 
     def _send_cancel(self, task: TaskRecord, reason: str) -> None:
         worker_id = task.worker_id or ""

@@ -85,6 +85,9 @@ class CoreObserver(Protocol):
 
     def worker_left(self, record: WorkerRecord) -> None: ...
 
+    def worker_suspended(self, record: WorkerRecord, why: str) -> None:
+        """The circuit breaker took a worker out of routing for a cool-down."""
+
 
 class NullObserver:
     """An observer that ignores everything (a base for observers that need a few events)."""
@@ -116,4 +119,7 @@ class NullObserver:
         pass
 
     def worker_left(self, record: WorkerRecord) -> None:
+        pass
+
+    def worker_suspended(self, record: WorkerRecord, why: str) -> None:
         pass

@@ -45,6 +45,16 @@ class Metrics:
             ["label"],
             registry=r,
         )
+        self.worker_suspensions = Counter(
+            "smartrouting_worker_suspensions",
+            "Workers taken out of routing by the circuit breaker (failures or timeouts in a row).",
+            registry=r,
+        )
+        self.workers_suspended = Gauge(
+            "smartrouting_workers_suspended",
+            "Workers suspended by the circuit breaker now.",
+            registry=r,
+        )
         self.redispatches = Counter(
             "smartrouting_task_redispatches",
             "Tasks sent again after their worker left.",

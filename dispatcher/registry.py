@@ -28,6 +28,7 @@ class WorkerState(enum.Enum):
     """Lifecycle of a connected worker."""
 
     READY = "ready"  # said Hello, takes tasks
+    SUSPENDED = "suspended"  # kept failing or timing out: no new tasks for a cool-down
     DRAINING = "draining"  # said Goodbye or was sent Drain: no new tasks
     GONE = "gone"  # disconnected; kept by nobody
 
@@ -36,7 +37,8 @@ class WorkerState(enum.Enum):
 
 
 _TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
-    WorkerState.READY: frozenset({WorkerState.DRAINING, WorkerState.GONE}),
+    WorkerState.READY: frozenset({WorkerState.SUSPENDED, WorkerState.DRAINING, WorkerState.GONE}),
+    WorkerState.SUSPENDED: frozenset({WorkerState.READY, WorkerState.DRAINING, WorkerState.GONE}),
     WorkerState.DRAINING: frozenset({WorkerState.GONE}),
     WorkerState.GONE: frozenset(),
 }
@@ -80,6 +82,15 @@ class IndexedSet:
         """Some member (the same one until the set changes), or None."""
         return self._items[0] if self._items else None
 
+    def first_not_in(self, excluded: set[str] | frozenset[str]) -> str | None:
+        """Some member not in `excluded`, or None; O(len(excluded)) at most."""
+        if not excluded:
+            return self.first()
+        for item in self._items:
+            if item not in excluded:
+                return item
+        return None
+
     def choice(self, rng: random.Random) -> str | None:
         """A uniformly random member, or None."""
         return self._items[rng.randrange(len(self._items))] if self._items else None
@@ -114,6 +125,8 @@ class WorkerRecord:
     #: Running tasks: task id -> label.
     in_flight: dict[str, str] = field(default_factory=dict)
     connected_at: float = 0.0
+    #: Failures and soft timeouts in a row (a success resets it); the circuit breaker reads it.
+    failures: int = 0
 
     @classmethod
     def from_hello(cls, hello: pb.Hello, now: float) -> WorkerRecord:
@@ -232,9 +245,11 @@ class Registry:
                 f"worker {worker_id!r} cannot go from {record.state.value} to {state.value}"
             )
         record.state = state
-        if state is not WorkerState.READY:
-            # A draining worker takes no tasks: nobody should wait for it as a holder.
-            for label in record.labels:
+        for label in record.labels:
+            if state is WorkerState.READY:
+                self._holders.setdefault(label, set()).add(record.worker_id)
+            else:
+                # A worker that takes no tasks: nobody should wait for it as a holder.
                 self._unhold(record.worker_id, label)
         self._reindex(record)
 

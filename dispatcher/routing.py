@@ -37,9 +37,10 @@ pooled LRU cache of 400 slots. Demand per copy is a frequency with forgetting (l
 on Zipf traffic beats recency, and its decay follows a shifting hot set within a few `tau`.
 
 **Preload** (proactive copies, `Preload` frames): when a label's copies fall short of its
-demand and there are more idle workers than queued tasks, an idle worker loads one more copy, placed by the same costs and
-only where the new copy is worth more than what it displaces; at most `max_preload_share` of the
-idle workers load a preload at once, so a preload never delays a task that could run now.
+demand and there are more idle workers than queued tasks, an idle worker loads one more copy,
+placed by the same costs and only where the new copy is worth more than what it displaces; at
+most `max_preload_share` of the idle workers load a preload at once, so a preload never
+delays a task that could run now.
 
 **Random** (baseline): one FIFO; a random idle worker takes a new task, a freed worker takes the
 oldest one, whatever labels it holds.
@@ -171,10 +172,11 @@ class RoutedPolicy:
 
     def place(self, task: TaskRecord, now: float) -> Decision:
         label = task.label
-        holder = self.registry.idle_holders(label).first()
+        holder = self.registry.idle_holders(label).first_not_in(task.excluded)
         if holder is not None:
             return Dispatch(task.task_id, holder, Reason.IDLE_HOLDER, miss=False)
-        if self.registry.holders(label):
+        holders = self.registry.holders(label)
+        if holders and (not task.excluded or holders - task.excluded):
             position = self.queue.count(label) + 1
             if self.expected_wait_ms(label, position) <= self.estimates.load_ms(label):
                 # Just past the patience, so the re-check finds the task starving.
@@ -191,7 +193,7 @@ class RoutedPolicy:
         oldest = self.queue.oldest()
         if oldest is None:
             return None
-        if self.starving(oldest, now):
+        if self.starving(oldest, now) and worker_id not in oldest.excluded:
             decision = self._load_on(worker, oldest, Reason.STARVATION, now)
             if decision is not None:
                 return decision
@@ -199,7 +201,9 @@ class RoutedPolicy:
         best: TaskRecord | None = None
         for label in worker.labels:
             task = self.queue.oldest_of(label)
-            if task is not None and (best is None or task.enqueued_at < best.enqueued_at):
+            if task is None or worker_id in task.excluded:
+                continue
+            if best is None or task.enqueued_at < best.enqueued_at:
                 best = task
         if best is not None:
             return Dispatch(best.task_id, worker_id, Reason.IDLE_HOLDER, miss=False)
@@ -209,6 +213,8 @@ class RoutedPolicy:
             if self.expected_wait_ms(label, waiting) > self.estimates.load_ms(label):
                 task = self.queue.oldest_of(label)
                 assert task is not None
+                if worker_id in task.excluded:
+                    continue
                 decision = self._load_on(worker, task, None, now)
                 if decision is not None:
                     return decision
@@ -218,7 +224,7 @@ class RoutedPolicy:
         oldest = self.queue.oldest()
         if oldest is None or not self.starving(oldest, now) or not self.registry.idle:
             return None
-        holder = self.registry.idle_holders(oldest.label).first()
+        holder = self.registry.idle_holders(oldest.label).first_not_in(oldest.excluded)
         if holder is not None:
             return Dispatch(oldest.task_id, holder, Reason.STARVATION, miss=False)
         decision = self._load_anywhere(oldest, now)
@@ -332,7 +338,7 @@ class RoutedPolicy:
 
     def _load_anywhere(self, task: TaskRecord, now: float) -> Dispatch | None:
         """Load `task`'s label on the idle worker where it costs least."""
-        best = self._best_placement(task.label, now)
+        best = self._best_placement(task.label, now, exclude=task.excluded)
         if best is None:
             return None
         _, worker_id, evict = best
@@ -353,15 +359,15 @@ class RandomPolicy:
         if len(self.queue) > 0:
             return Enqueue(Reason.RANDOM_FIFO)  # keep FIFO order: older tasks go first
         worker_id = self.registry.idle.choice(self.rng)
-        if worker_id is None:
-            return Enqueue(Reason.RANDOM_FIFO)
+        if worker_id is None or worker_id in task.excluded:
+            return Enqueue(Reason.RANDOM_FIFO)  # another worker takes it when it frees up
         miss = task.label not in self.registry.workers[worker_id].labels
         return Dispatch(task.task_id, worker_id, Reason.RANDOM, miss=miss)
 
     def next_for(self, worker_id: str, now: float) -> Dispatch | None:
         worker = self.registry.workers.get(worker_id)
         oldest = self.queue.oldest()
-        if worker is None or not worker.is_idle or oldest is None:
+        if worker is None or not worker.is_idle or oldest is None or worker_id in oldest.excluded:
             return None
         miss = oldest.label not in worker.labels
         return Dispatch(oldest.task_id, worker_id, Reason.RANDOM, miss=miss)

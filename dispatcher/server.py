@@ -22,17 +22,25 @@ import uvicorn
 
 from dispatcher.app import create_app
 from dispatcher.config import Config
+from dispatcher.protocols import DispatcherHttpProtocol, DispatcherWebSocketProtocol
 from dispatcher.runtime import Dispatcher
 
 
 def uvicorn_config(app: Any, config: Config, **overrides: Any) -> uvicorn.Config:
-    """The uvicorn settings of a dispatcher: websockets-sansio with ping/pong keepalive."""
+    """The uvicorn settings of a dispatcher: httptools and websockets-sansio (with the fixes
+    of `dispatcher.protocols`), idle and concurrency limits, ping/pong keepalive."""
     options: dict[str, Any] = {
         "host": config.host,
         "port": config.port,
         "log_level": config.log_level,
         "lifespan": "on",
-        "ws": "websockets-sansio",
+        "http": DispatcherHttpProtocol,
+        "ws": DispatcherWebSocketProtocol,
+        # Connections idle (before their first request, too) are dropped after this; past
+        # limit_concurrency new requests get 503 (size the nofile limit above it: the chart's
+        # docs/kubernetes.md says how).
+        "timeout_keep_alive": config.idle_timeout_s,
+        "limit_concurrency": config.max_connections or None,
         "ws_ping_interval": config.ws_ping_interval_s,
         "ws_ping_timeout": config.ws_ping_timeout_s,
         "ws_max_size": 16 * 1024 * 1024,

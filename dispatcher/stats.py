@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from dispatcher.interfaces import NullObserver
 from dispatcher.metrics import Metrics
-from dispatcher.registry import Registry, WorkerRecord
+from dispatcher.registry import Registry, WorkerRecord, WorkerState
 from dispatcher.routing import Decision, Dispatch, Preload
 from dispatcher.tasks import TaskQueue, TaskRecord, TaskState
 from proto import smartrouting_pb2 as pb
@@ -68,6 +68,9 @@ class Stats(NullObserver):
         self.metrics.queue_depth.set_function(lambda: len(queue))
         self.metrics.in_flight.set_function(lambda: len(running))
         self.metrics.workers_connected.set_function(lambda: len(registry))
+        self.metrics.workers_suspended.set_function(
+            lambda: sum(w.state is WorkerState.SUSPENDED for w in registry.workers.values())
+        )
 
     def task_rejected(self, label: str) -> None:
         """Admission refused a task (queue full)."""
@@ -141,6 +144,15 @@ class Stats(NullObserver):
     def worker_left(self, record: WorkerRecord) -> None:
         self.counters.per_worker.pop(record.worker_id, None)
         log.info("worker %s left with %d tasks running", record.worker_id, len(record.in_flight))
+
+    def worker_suspended(self, record: WorkerRecord, why: str) -> None:
+        self.metrics.worker_suspensions.inc()
+        log.warning(
+            "worker %s suspended after %d failures in a row (last: %s)",
+            record.worker_id,
+            record.failures,
+            why,
+        )
 
     def worker(self, worker_id: str) -> WorkerStats:
         """The totals of a connected worker (zeros for one not seen)."""

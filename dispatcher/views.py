@@ -76,6 +76,7 @@ def workers_json(d: Dispatcher, detail: bool) -> dict[str, Any]:
                 "labels": sorted(w.labels),
                 "labels_loading": sorted(w.loading),
                 "in_flight": len(w.in_flight),
+                "failures_in_a_row": w.failures,
                 "completed": d.stats.worker(w.worker_id).completed,
                 "misses": d.stats.worker(w.worker_id).misses,
             }

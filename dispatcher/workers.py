@@ -24,12 +24,22 @@ from dispatcher.auth import AuthSettings
 from dispatcher.core import GOING_AWAY_CLOSE_CODE
 from dispatcher.errors import ProtocolViolation
 from dispatcher.runtime import Dispatcher
+from dispatcher.worker_input import (
+    MAX_WORKER_ID_CHARS,
+    clean_change,
+    clean_costs,
+    clean_result,
+    hello_refusal,
+    worker_id_refusal,
+)
 from proto import frames
 from proto import smartrouting_pb2 as pb
 
 log = logging.getLogger("dispatcher.workers")
 
 POLICY_VIOLATION = frames.POLICY_VIOLATION_CLOSE_CODE
+#: A close frame's reason is at most 123 bytes; ours stay ASCII well under that.
+_MAX_REASON = 120
 
 
 class WebSocketLink:
@@ -81,21 +91,17 @@ class WorkerEndpoint:
         core = dispatcher.core
         worker_id = websocket.headers.get("worker-id", "").strip()
         await websocket.accept()
-        refusal = self.auth.worker_refusal(websocket.headers)
+        refusal = self.auth.worker_refusal(websocket.headers) or worker_id_refusal(worker_id)
         if refusal is not None:
-            log.warning("worker %r refused: %s", worker_id, refusal)
-            await websocket.close(POLICY_VIOLATION, refusal)
-            return
-        if not worker_id:
-            await websocket.close(POLICY_VIOLATION, "missing Worker-Id header")
+            log.warning("worker %r refused: %s", worker_id[:MAX_WORKER_ID_CHARS], refusal)
+            await websocket.close(POLICY_VIOLATION, refusal[:_MAX_REASON])
             return
         if not core.accepting:
             await websocket.close(GOING_AWAY_CLOSE_CODE, "dispatcher shutting down")
             return
         if worker_id in core.registry or worker_id in self._connecting:
-            await websocket.close(
-                POLICY_VIOLATION, f"duplicate Worker-Id {worker_id!r}: already connected"
-            )
+            reason = f"duplicate Worker-Id {worker_id!r}: already connected"
+            await websocket.close(POLICY_VIOLATION, reason[:_MAX_REASON])
             return
         self._connecting.add(worker_id)
         link: WebSocketLink | None = None
@@ -119,10 +125,10 @@ class WorkerEndpoint:
         except ProtocolViolation as exc:
             log.warning("worker %s: %s", worker_id, exc)
             if link is not None:
-                await link.close(POLICY_VIOLATION, str(exc)[:120])
+                await link.close(POLICY_VIOLATION, str(exc)[:_MAX_REASON])
             else:
                 with contextlib.suppress(Exception):
-                    await websocket.close(POLICY_VIOLATION, str(exc)[:120])
+                    await websocket.close(POLICY_VIOLATION, str(exc)[:_MAX_REASON])
         except (TimeoutError, WebSocketDisconnect, RuntimeError) as exc:
             log.info("worker %s disconnected: %r", worker_id, exc)
         finally:
@@ -161,16 +167,23 @@ class WorkerEndpoint:
             raise ProtocolViolation(
                 f"protocol version {hello.protocol_version} is not {frames.PROTOCOL_VERSION}"
             )
+        refusal = hello_refusal(hello)
+        if refusal is not None:
+            raise ProtocolViolation(refusal)
+        clean_costs(hello)
         return hello
 
     async def _serve(self, websocket: WebSocket, worker_id: str, dispatcher: Dispatcher) -> None:
         d = dispatcher.core
+        capacity = d.registry.get(worker_id).capacity
         while True:
             message = await self._receive(websocket)
             kind = message.WhichOneof("body")
             if kind == "task_result":
+                clean_result(message.task_result, capacity)
                 d.worker_result(worker_id, message.task_result)
             elif kind == "labels_changed":
+                clean_change(message.labels_changed, capacity)
                 d.worker_labels_changed(worker_id, message.labels_changed)
             elif kind == "goodbye":
                 d.worker_goodbye(worker_id, message.goodbye)

@@ -7,6 +7,7 @@ the real uploader app.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -117,8 +118,12 @@ async def test_api_keys_guard_client_endpoints(
             assert bearer.status_code == 200 and bearer.json()["status"] == "completed"
             header = await client.get("/workers", headers={"X-API-Key": "other-key"})
             assert header.status_code == 200
-            for path in ("/health", "/metrics", "/openapi.json"):
+            for path in ("/health", "/openapi.json"):
                 assert (await client.get(path)).status_code == 200, path
+            # /metrics names every caller's labels (hardening review, finding 9): a key.
+            assert (await client.get("/metrics")).status_code == 401
+            keyed = await client.get("/metrics", headers={"Authorization": f"Bearer {KEY}"})
+            assert keyed.status_code == 200 and "smartrouting_tasks" in keyed.text
     finally:
         await worker.close()
 
@@ -198,3 +203,20 @@ def test_worker_processes_with_and_without_the_token(
     body = {"task_type": "sample_task", "label": "a", "parameters": {"run_ms": 1}}
     answer = httpx.post(f"{cluster.url}/run-task", json=body, timeout=30)
     assert answer.status_code == 200 and answer.json()["worker_id"] == "with-token"
+
+
+def test_keys_without_a_worker_token_refuse_to_start(tmp_path: Path) -> None:
+    """Finding 9: with API keys on and no worker token any process could join as a worker and
+    receive callers' payloads, with no warning. `python -m dispatcher` now refuses to start
+    (one line, exit 2) unless --allow-open-workers says so."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SMARTROUTING_API_KEYS": "k1", "DISPATCHER_PORT": "0"}
+    env.pop("SMARTROUTING_WORKER_TOKEN", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "dispatcher"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "worker token" in done.stderr
+    assert "Traceback" not in done.stderr

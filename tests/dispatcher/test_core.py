@@ -55,9 +55,11 @@ class Harness:
     timers: VirtualTimers
     links: dict[str, RecordingLink] = field(default_factory=dict)
 
-    def join(self, worker_id: str, labels: tuple[str, ...] = (), slots: int = 1) -> RecordingLink:
+    def join(
+        self, worker_id: str, labels: tuple[str, ...] = (), slots: int = 1, capacity: int = 2
+    ) -> RecordingLink:
         link = RecordingLink()
-        hello = pb.Hello(worker_id=worker_id, capacity=2, slots=slots, labels_loaded=labels)
+        hello = pb.Hello(worker_id=worker_id, capacity=capacity, slots=slots, labels_loaded=labels)
         self.core.worker_joined(hello, link)
         self.links[worker_id] = link
         return link
@@ -146,7 +148,10 @@ def test_a_task_handed_back_at_shutdown_does_not_use_up_an_attempt() -> None:
     h.answer("w1", task.task_id, ok=False, error_code=pb.WORKER_SHUTTING_DOWN)
     assert task.worker_id == "w2" and task.state is TaskState.RUNNING
     h.core.worker_goodbye("w2", pb.Goodbye(returned_task_ids=[task.task_id]))
-    assert task.state is TaskState.RUNNING and task.worker_id == "w1"
+    # Both are draining now: the task waits for a worker that takes tasks, attempts intact.
+    assert task.state is TaskState.QUEUED and task.attempt == 0
+    h.join("w3", ("a",))
+    assert task.worker_id == "w3" and task.attempt == 1
 
 
 def test_a_worker_error_fails_the_task_with_the_status_of_its_code() -> None:
@@ -292,3 +297,74 @@ def test_cancel_of_a_running_task_tells_its_worker_and_answers_at_once() -> None
     assert running.error is gone and queued.error is gone
     assert h.core.cancel("nope", gone) is None
     assert h.core.cancel(running.task_id, DeadlineExceeded("later")).error is gone
+
+
+def test_a_worker_handing_back_every_task_is_not_sent_it_again() -> None:
+    """Finding 4 of the hardening issue: a worker answering WORKER_SHUTTING_DOWN to everything
+    had the same task bounced back to it ~30,000 times in 5 s. Now it is marked draining and
+    the task goes to the healthy idle worker at once."""
+    h = harness()
+    bouncer = h.join("bouncer", ("a",))
+    task = h.submit("a")
+    healthy = h.join("healthy", ())
+    h.answer("bouncer", task.task_id, ok=False, error_code=pb.WORKER_SHUTTING_DOWN)
+    assert task.worker_id == "healthy" and len(bouncer.tasks()) == 1
+    assert [t.task_id for t in healthy.tasks()] == [task.task_id]
+    assert h.core.registry.get("bouncer").state.value == "draining"
+
+
+def test_a_silent_worker_loses_its_task_after_the_soft_timeout_then_is_suspended() -> None:
+    """Finding 4: a worker that accepts tasks and never answers kept them until the deadline
+    while a healthy worker sat idle. Now each goes elsewhere after the soft timeout, and three
+    in a row suspend the silent worker for the cool-down."""
+    h = harness(soft_timeout_min_s=1.0, cancel_grace_s=0.5, breaker_cooldown_s=30.0)
+    silent = h.join("silent", ("a0", "a1", "a2"), capacity=4)
+    h.join("healthy", (), capacity=4)
+    for i in range(3):
+        task = h.submit(f"a{i}")
+        assert task.worker_id == "silent"  # the only holder
+        h.advance(1.0)  # soft timeout: max(1 s, 10 x the expected 50 ms run)
+        assert task.worker_id == "healthy" and task.attempt == 2
+        assert task.task_id in silent.cancels()
+        h.answer("healthy", task.task_id, labels_loaded=[f"a{j}" for j in range(i + 1)])
+        assert task.state is TaskState.COMPLETED
+        h.advance(0.5)  # the silent worker never answers the Cancel: its slot comes back
+    record = h.core.registry.get("silent")
+    assert record.state.value == "suspended" and record.failures == 3
+    assert h.submit("a0").worker_id == "healthy"
+    h.advance(30.0)
+    assert record.state.value == "ready"
+
+
+def test_worker_faults_count_and_a_success_clears_them() -> None:
+    """ENGINE_UNAVAILABLE three times in a row suspends; a success in between resets."""
+    h = harness(breaker_failures=3)
+    h.join("w1", ("a",))
+    for code in (pb.ENGINE_UNAVAILABLE, pb.ENGINE_UNAVAILABLE):
+        t = h.submit("a")
+        h.answer("w1", t.task_id, ok=False, error_code=code, labels_loaded=["a"])
+    t = h.submit("a")
+    h.answer("w1", t.task_id, labels_loaded=["a"])
+    assert h.core.registry.get("w1").failures == 0
+    for code in (pb.INTERNAL, pb.INFERENCE_FAILED, pb.ENGINE_UNAVAILABLE):
+        t = h.submit("a")
+        h.answer("w1", t.task_id, ok=False, error_code=code, labels_loaded=["a"])
+    assert h.core.registry.get("w1").state.value == "suspended"
+    assert h.stats.metrics.worker_suspensions._value.get() == 1
+    # A caller's mistake is not the worker's fault.
+    h2 = harness(breaker_failures=1)
+    h2.join("w1", ("a",))
+    t = h2.submit("a")
+    h2.answer("w1", t.task_id, ok=False, error_code=pb.INVALID_PARAMETERS)
+    assert h2.core.registry.get("w1").state.value == "ready"
+
+
+def test_a_result_with_nan_is_the_workers_failure_not_a_500() -> None:
+    """Finding 3: result_json with NaN/Infinity is answered INFERENCE_FAILED (502 JSON)."""
+    h = harness()
+    h.join("w1", ("a",))
+    for bad in ('{"x": NaN}', "[Infinity]", "-Infinity"):
+        t = h.submit("a")
+        h.answer("w1", t.task_id, result_json=bad, labels_loaded=["a"])
+        assert isinstance(t.error, TaskFailed)
+        assert t.error.to_json()["detail"]["code"] == "INFERENCE_FAILED"

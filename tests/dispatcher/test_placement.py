@@ -141,9 +141,7 @@ def test_a_placement_examines_a_bounded_number_of_workers(workers: int) -> None:
 
 def test_preload_fires_when_demand_exceeds_copies() -> None:
     """A label at 50/s with 10 ms runs needs ceil(0.5 / 0.7) = 1... at 150/s it needs 3."""
-    policy = policy_of(
-        {"w1": ["hot"], "w2": ["cold", "x"], "w3": []}, {"hot": 1500}, busy=("w1",)
-    )
+    policy = policy_of({"w1": ["hot"], "w2": ["cold", "x"], "w3": []}, {"hot": 1500}, busy=("w1",))
     decision = policy.preload("hot", NOW, in_flight=0)
     assert decision == Preload("w3", "hot")
 
