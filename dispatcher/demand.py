@@ -66,7 +66,10 @@ class DemandModel:
 
     def copies_needed(self, label: str, now: float, run_ms: float) -> int:
         """Holders `label` needs to keep each under the target utilisation (0: no demand)."""
-        rate = self.rate(label, now)
+        return self.copies_for(self.rate(label, now), run_ms)
+
+    def copies_for(self, rate: float, run_ms: float) -> int:
+        """Holders a label asked for `rate` times a second needs (0: no demand)."""
         if rate < NO_DEMAND_RATE:
             return 0
         return max(1, math.ceil(rate * run_ms / 1000.0 / self.target_utilisation))

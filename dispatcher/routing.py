@@ -256,57 +256,61 @@ class RoutedPolicy:
 
     # ---- placement ----------------------------------------------------------------------
 
+    def per_copy(self, label: str, now: float) -> tuple[float, bool]:
+        """`label`'s requests/s per copy, and whether it has more copies than it needs."""
+        copies = self.registry.copies(label)
+        rate = self.demand.rate(label, now)
+        surplus = copies > self.demand.copies_for(rate, self.estimates.run_ms(label))
+        return rate / max(1, copies), surplus
+
     def eviction_cost(self, label: str, now: float) -> float:
         """Requests a copy of `label` would serve over the next tau; 0 for a surplus copy."""
-        copies = self.registry.copies(label)
-        needed = self.demand.copies_needed(label, now, self.estimates.run_ms(label))
-        if copies > needed:
-            return 0.0
-        return self.demand.rate(label, now) / max(1, copies) * self.demand.time_constant_s
+        per_copy, surplus = self.per_copy(label, now)
+        return 0.0 if surplus else per_copy * self.demand.time_constant_s
 
     def blocking_cost(self, label: str, now: float, load_s: float) -> float:
         """Requests a copy of `label` would serve while its worker loads something else,
         weighted against the eviction cost (`BLOCKING_WEIGHT`)."""
-        per_copy = self.demand.rate(label, now) / max(1, self.registry.copies(label))
-        return BLOCKING_WEIGHT * per_copy * load_s
+        return BLOCKING_WEIGHT * self.per_copy(label, now)[0] * load_s
 
     def victim(self, worker: WorkerRecord, keep: str, now: float = 0.0) -> str | None:
         """The label `worker` should evict to make room for `keep`: the cheapest to lose, never
         one a running task uses or the last copy of a label with queued work."""
-        choice = self._victim(worker, keep, now)
-        return choice[1] if choice is not None else None
-
-    def _victim(self, worker: WorkerRecord, keep: str, now: float) -> tuple[float, str] | None:
-        in_use = set(worker.in_flight.values())
-        best: tuple[float, str] | None = None
-        for label in worker.labels:
-            if label == keep or label in in_use:
-                continue
-            if self.queue.count(label) and self.registry.copies(label) <= 1:
-                continue
-            # Ties (two labels nobody asks for) go to the least recently used.
-            cost = self.eviction_cost(label, now) + worker.labels[label] * 1e-12
-            if best is None or cost < best[0]:
-                best = (cost, label)
-        return best
+        choice = self._placement_cost(worker, keep, now, need_room=True)
+        return choice[1][0] if choice is not None and choice[1] else None
 
     def _placement_cost(
-        self, worker: WorkerRecord, label: str, now: float
+        self, worker: WorkerRecord, label: str, now: float, need_room: bool | None = None
     ) -> tuple[float, tuple[str, ...]] | None:
-        """What loading `label` on `worker` costs, and what it evicts; None if it cannot."""
-        evict: tuple[str, ...] = ()
-        cost = 0.0
-        if not worker.has_room:
-            choice = self._victim(worker, label, now)
-            if choice is None:
-                return None
-            cost, victim = choice
-            evict = (victim,)
+        """What loading `label` on `worker` costs (the victim's eviction cost plus the
+        blocking cost of the labels that stay), and what it evicts; None if it cannot.
+
+        One pass over the worker's labels, each label's demand read once."""
+        tau = self.demand.time_constant_s
         load_s = self.estimates.load_ms(label) / 1000.0
-        for other in worker.labels:
-            if other not in evict and other != label:
-                cost += self.blocking_cost(other, now, load_s)
-        return cost, evict
+        evicting = (not worker.has_room) if need_room is None else need_room
+        in_use = set(worker.in_flight.values()) if evicting else set()
+        blocking = 0.0
+        victim: tuple[float, float, str] | None = None  # (eviction cost, its blocking, label)
+        for other, last_used in worker.labels.items():
+            if other == label:
+                continue
+            per_copy, surplus = self.per_copy(other, now)
+            blocks = BLOCKING_WEIGHT * per_copy * load_s
+            blocking += blocks
+            if not evicting or other in in_use:
+                continue
+            if self.queue.count(other) and self.registry.copies(other) <= 1:
+                continue  # the last copy of a label with queued work stays
+            # Ties (two labels nobody asks for) go to the least recently used.
+            cost = (0.0 if surplus else per_copy * tau) + last_used * 1e-12
+            if victim is None or cost < victim[0]:
+                victim = (cost, blocks, other)
+        if not evicting:
+            return blocking, ()
+        if victim is None:
+            return None
+        return victim[0] + blocking - victim[1], (victim[2],)
 
     def _best_placement(
         self, label: str, now: float, exclude: set[str] | frozenset[str] = frozenset()
