@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# The `_created` series repeat every counter with the same help text and nothing a dashboard
+# needs (process start time covers it).
+disable_created_metrics()
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -20,24 +31,28 @@ class Metrics:
         r = self.registry
         self.tasks = Counter(
             "smartrouting_tasks",
-            "Tasks finished, by label and outcome (completed, failed, deadline, rejected).",
+            "Tasks answered, by label and outcome: completed, rejected (queue full), or the error "
+            "code of the answer (deadline_exceeded, task_failed, shutting_down, ...).",
             ["label", "outcome"],
             registry=r,
         )
         self.label_hits = Counter(
             "smartrouting_label_hits",
-            "Tasks that ran on a worker already holding the label.",
+            "Completed tasks that ran on a worker already holding the label.",
             ["label"],
             registry=r,
         )
         self.label_misses = Counter(
             "smartrouting_label_misses",
-            "Tasks whose label had to be loaded first.",
+            "Completed tasks whose label had to be loaded first.",
             ["label"],
             registry=r,
         )
         self.model_loads = Counter(
-            "smartrouting_model_loads", "Label loads reported by workers.", ["label"], registry=r
+            "smartrouting_model_loads",
+            "Label loads reported by workers (for any task, completed or not).",
+            ["label"],
+            registry=r,
         )
         self.preloads = Counter(
             "smartrouting_preloads",

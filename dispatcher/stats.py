@@ -93,39 +93,42 @@ class Stats(NullObserver):
         self.metrics.redispatches.inc()
 
     def task_finished(self, task: TaskRecord, now: float) -> None:
-        if task.state is TaskState.COMPLETED:
-            self.counters.completed += 1
-            self.metrics.tasks.labels(task.label, "completed").inc()
-        else:
+        self.metrics.task_latency.observe(now - task.submitted_at)
+        if task.state is not TaskState.COMPLETED:
             self.counters.failed += 1
             code = task.error.code if task.error is not None else "failed"
             self.metrics.tasks.labels(task.label, code).inc()
-        self.metrics.task_latency.observe(now - task.submitted_at)
-
-    def result_observed(
-        self, record: WorkerRecord | None, label: str, result: pb.TaskResult
-    ) -> None:
+            return
+        # Hits, misses and times count completed tasks only: a failed task (an unknown model,
+        # a bad parameter) neither hit nor missed anything a caller got.
         c = self.counters
-        per_label = c.per_label.setdefault(label, LabelStats())
-        per_worker = c.per_worker.get(record.worker_id) if record is not None else None
-        if result.label_miss:
+        c.completed += 1
+        self.metrics.tasks.labels(task.label, "completed").inc()
+        per_label = c.per_label.setdefault(task.label, LabelStats())
+        per_worker = c.per_worker.get(task.worker_id or "")
+        load_ms, run_ms = task.timings_ms.get("load", 0.0), task.timings_ms.get("run", 0.0)
+        c.load_ms_total += load_ms
+        c.run_ms_total += run_ms
+        per_label.completed += 1
+        per_label.run_ms_total += run_ms
+        if per_worker is not None:
+            per_worker.completed += 1
+        if task.label_miss:
             c.misses += 1
             per_label.misses += 1
-            self.metrics.label_misses.labels(label).inc()
-            self.metrics.model_loads.labels(label).inc()
+            per_label.load_ms_total += load_ms
+            self.metrics.label_misses.labels(task.label).inc()
             if per_worker is not None:
                 per_worker.misses += 1
         else:
             c.hits += 1
-            self.metrics.label_hits.labels(label).inc()
-        if result.ok:
-            c.load_ms_total += result.load_ms
-            c.run_ms_total += result.run_ms
-            per_label.completed += 1
-            per_label.load_ms_total += result.load_ms if result.label_miss else 0.0
-            per_label.run_ms_total += result.run_ms
-            if per_worker is not None:
-                per_worker.completed += 1
+            self.metrics.label_hits.labels(task.label).inc()
+
+    def result_observed(
+        self, record: WorkerRecord | None, label: str, result: pb.TaskResult
+    ) -> None:
+        if result.label_miss:  # a load happened, whatever became of the task
+            self.metrics.model_loads.labels(label).inc()
 
     def late_result(self, worker_id: str, task_id: str) -> None:
         self.counters.late_results += 1

@@ -368,3 +368,24 @@ def test_a_result_with_nan_is_the_workers_failure_not_a_500() -> None:
         h.answer("w1", t.task_id, result_json=bad, labels_loaded=["a"])
         assert isinstance(t.error, TaskFailed)
         assert t.error.to_json()["detail"]["code"] == "INFERENCE_FAILED"
+
+
+def test_hits_and_misses_count_completed_tasks_only() -> None:
+    """A failed task neither hit nor missed (it was counted as a hit before); every load a
+    worker reports still counts as a model load."""
+    h = harness()
+    h.join("w1", ("a",))
+    hit = h.submit("a")
+    h.answer("w1", hit.task_id, run_ms=2.0, labels_loaded=["a"])
+    miss = h.submit("b")
+    h.answer("w1", miss.task_id, label_miss=True, load_ms=300.0, labels_loaded=["a", "b"])
+    failed = h.submit("c")
+    h.answer("w1", failed.task_id, ok=False, error_code=pb.MODEL_NOT_FOUND, label_miss=True)
+    c, metrics = h.stats.counters, h.stats.metrics
+    assert (c.completed, c.failed, c.hits, c.misses) == (2, 1, 1, 1)
+    assert metrics.label_hits.labels("a")._value.get() == 1
+    assert metrics.label_misses.labels("b")._value.get() == 1
+    assert metrics.label_hits.labels("c")._value.get() == 0
+    assert metrics.model_loads.labels("c")._value.get() == 1
+    assert c.per_label["b"].load_ms_total == 300.0 and "c" not in c.per_label
+    assert b"_created" not in metrics.render()
