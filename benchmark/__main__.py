@@ -1,10 +1,11 @@
-"""`python -m benchmark`: run | simulate | demo | swarm | dispatcher-micro.
+"""`python -m benchmark`: run | simulate | demo | swarm | dispatcher-micro | throughput.
 
 `run` compares random and routed dispatch on one seeded trace (docs/architecture.md);
 `simulate` replays such a trace through the real dispatcher core in virtual time (seconds
 for 200 workers x 72,000 tasks); `demo` is the project's main command (a real Triton cluster
 answering a real embedding request); `swarm` runs many SIMULATED workers in one process
-(scale runs); `dispatcher-micro` is the dispatcher's micro-benchmark.
+(scale runs); `dispatcher-micro` is the dispatcher's micro-benchmark; `throughput` measures
+one worker on one hot label under concurrent callers (slots, dynamic batching, engines).
 
 Each subcommand's options are one dataclass below (smartrouting.config derives the flags);
 every flag has an environment variable `BENCHMARK_<COMMAND>_<FIELD>`, and `--help` of each
@@ -229,12 +230,40 @@ class MicroArgs:
     json_out: Path | None = setting(None, "write the results as JSON here")
 
 
+@dataclass(frozen=True)
+class ThroughputArgs:
+    """`throughput`: one worker, one hot label, N concurrent callers (benchmark/throughput.py)."""
+
+    env_prefix: ClassVar[str] = "BENCHMARK_THROUGHPUT_"
+
+    engines: tuple[Literal["triton", "onnxruntime"], ...] = setting(
+        ("triton", "onnxruntime"), "engines to measure (repeatable)", flag="--engine", repeat=True
+    )
+    slots: tuple[int, ...] = setting((1, 64), "worker slots to measure (repeatable)", repeat=True)
+    batching: tuple[Literal["off", "on"], ...] = setting(
+        ("off", "on"), "dynamic batching off and/or on (repeatable)", repeat=True
+    )
+    callers: tuple[int, ...] = setting(
+        (1, 8, 32, 64), "concurrent callers to measure (repeatable)", repeat=True
+    )
+    texts: tuple[int, ...] = setting((1, 8), "texts per task to measure (repeatable)", repeat=True)
+    duration_s: float = setting(5.0, "measured seconds per cell")
+    warmup_s: float = setting(1.0, "seconds of load before each cell's measurement")
+    batch_delay_ms: float = setting(2.0, "dynamic batching: longest wait for a batch, ms")
+    run_dir: Path | None = setting(
+        None, "directory for logs and the model repositories", shown_default="a new temporary one"
+    )
+    out: Path | None = setting(None, "write results.json here")
+    ready_timeout_s: float = setting(180.0, "how long each cluster may take to be ready")
+
+
 _COMMANDS: dict[str, tuple[type[Any], str]] = {
     "run": (RunArgs, "random versus routed dispatch on one seeded trace"),
     "simulate": (SimulateArgs, "the real dispatcher core on a seeded trace, in virtual time"),
     "demo": (DemoArgs, "real Triton cluster + real embedding request"),
     "swarm": (SwarmArgs, "many SIMULATED workers in one process"),
     "dispatcher-micro": (MicroArgs, "the dispatcher's micro-benchmark"),
+    "throughput": (ThroughputArgs, "one worker, one hot label: slots, batching, engines"),
 }
 
 
@@ -434,6 +463,37 @@ def _cmd_micro(args: MicroArgs) -> int:
     return int(dispatcher_micro.main(toolkit.to_argv(args)) or 0)
 
 
+def _cmd_throughput(args: ThroughputArgs) -> int:
+    from benchmark.throughput import (
+        ThroughputConfig,
+        checks,
+        render_table,
+        run_throughput,
+        write_json,
+    )
+
+    cfg = ThroughputConfig(
+        engines=args.engines,
+        slots=args.slots,
+        batching=args.batching,
+        callers=args.callers,
+        texts=args.texts,
+        duration_s=args.duration_s,
+        warmup_s=args.warmup_s,
+        batch_delay_ms=args.batch_delay_ms,
+        run_dir=args.run_dir,
+        ready_timeout_s=args.ready_timeout_s,
+    )
+    cells = run_throughput(cfg)
+    print("\n" + render_table(cells) + "\n")
+    for line in checks(cells):
+        print(line)
+    if args.out is not None:
+        write_json(cells, cfg, args.out)
+        print(f"results: {args.out}")
+    return 0
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     # SIGTERM takes the Ctrl-C path, so every `with LocalCluster` block cleans up.
     raise KeyboardInterrupt(f"signal {signum}")
@@ -452,6 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A shell starts background jobs with SIGINT ignored; Ctrl-C must always stop us cleanly.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        if isinstance(args, ThroughputArgs):
+            return _cmd_throughput(args)
         return _cmd_run(args) if isinstance(args, RunArgs) else _cmd_demo(args)
     except BenchmarkError as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from smartrouting import config as toolkit
-from uploader.config import ConvertConfig, ServeConfig, UploaderConfig
+from uploader.config import ConvertConfig, ServeConfig, UploaderConfig, batch_delay
 
 _COMMANDS: dict[str, tuple[type[ConvertConfig] | type[ServeConfig], str]] = {
     "convert": (ConvertConfig, "convert one model and publish it"),
@@ -76,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         local_roots=config.models_dir,
         max_concurrent=config.max_concurrent,
         admin_key=config.admin_key,
+        batch_delay_ms=batch_delay(config),
     )
     uvicorn.run(app, host=config.host, port=config.port, log_level=common.log_level)
     return 0
@@ -92,6 +93,7 @@ def _convert(config: ConvertConfig) -> int:
             model_name=config.model_name,
             max_batch_size=config.max_batch_size,
             overwrite=config.overwrite,
+            batch_delay_ms=batch_delay(config),
         )
     except UploaderError as exc:
         print(json.dumps(exc.to_json()), file=sys.stderr)

@@ -36,6 +36,8 @@ class ConvertConfig:
     model_id: str = setting(help="model id (owner/name), alias or local directory", positional=True)
     repository: Path = setting(help="model repository to publish into", env="MODEL_REPOSITORY")
     max_batch_size: int = setting(32, "largest batch the published model accepts")
+    dynamic_batching: bool = setting(True, "let Triton batch concurrent requests of the model")
+    batch_delay_ms: float = setting(2.0, "dynamic batching: longest wait for a batch to fill, ms")
     overwrite: bool = setting(False, "replace a model that is published already")
     model_name: str | None = setting(
         None, "name to publish under", shown_default="derived from the model id"
@@ -59,6 +61,13 @@ class ServeConfig:
         sep=os.pathsep,
     )
     max_concurrent: int = setting(1, "conversions run at once")
+    dynamic_batching: bool = setting(True, "let Triton batch concurrent requests of the model")
+    batch_delay_ms: float = setting(2.0, "dynamic batching: longest wait for a batch to fill, ms")
     admin_key: str | None = setting(
         None, "key /upload-model asks for", env="SMARTROUTING_ADMIN_KEY", secret=True
     )
+
+
+def batch_delay(config: ConvertConfig | ServeConfig) -> float | None:
+    """The dynamic-batching delay `convert_model` takes: None when batching is off."""
+    return config.batch_delay_ms if config.dynamic_batching else None

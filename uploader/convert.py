@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 MIN_BATCH_SIZE = 1
 MAX_BATCH_SIZE = 1024
+#: Longest dynamic-batching delay accepted (ms): beyond it a batch costs callers more
+#: than it saves.
+MAX_BATCH_DELAY_MS = 1000.0
 
 Progress = Callable[[str], None]
 
@@ -45,7 +48,11 @@ class BuildReport:
 
 
 class Builder(Protocol):
-    """Fills `entry` with every file of a repository entry except smartrouting.json."""
+    """Fills `entry` with the model's files: `1/model.onnx` and `tokenizer/`.
+
+    `convert_model` writes the Triton configs, `1/model.py` and smartrouting.json after it
+    (a builder may write the configs too; they are replaced).
+    """
 
     def __call__(
         self, source: ResolvedSource, entry: Path, max_batch_size: int, progress: Progress
@@ -123,7 +130,6 @@ def build_entry(
     exported = export.export_onnx(model, entries.model_onnx_path(entry))
     progress(f"exported {exported.onnx_bytes} bytes in {exported.seconds:.1f}s")
     tokenizer_path = _write_tokenizer(model, entry / "tokenizer", max_seq_length)
-    entries.write_configs(entry, exported.dimension, max_batch_size)
     progress(f"validating {source.model_id} against PyTorch")
     checked = validate.validate_onnx(model, exported.path, tokenizer_path)
     progress(f"validated: max abs diff {checked.max_abs_diff:.3g} in {checked.seconds:.1f}s")
@@ -162,6 +168,7 @@ def convert_model(
     max_batch_size: int = 32,
     overwrite: bool = False,
     *,
+    batch_delay_ms: float | None = entries.DEFAULT_BATCH_DELAY_MS,
     allow_local_paths: bool = True,
     local_roots: Sequence[Path] = (),
     builder: Builder | None = None,
@@ -171,7 +178,8 @@ def convert_model(
 
     `source` is a model id (`sentence-transformers/all-MiniLM-L6-v2`, a Hugging Face id) or,
     with `allow_local_paths`, a local directory. `model_name` defaults to the id with `/`
-    replaced by `--` (for a local directory: its name). Raises an `UploaderError`:
+    replaced by `--` (for a local directory: its name). `batch_delay_ms` is Triton's dynamic
+    batching delay in the configs (None: no dynamic batching). Raises an `UploaderError`:
     ModelExists without `overwrite`, UploadInProgress while another upload holds the lock,
     ModelNotFound, NotASentenceTransformer, ValidationFailed, ...
     """
@@ -179,6 +187,8 @@ def convert_model(
     report = progress or _log_progress
     build = builder or build_entry
     check_batch_size(max_batch_size)
+    if batch_delay_ms is not None and not 0 <= batch_delay_ms <= MAX_BATCH_DELAY_MS:
+        raise InvalidRequest(f"batch_delay_ms must be between 0 and {MAX_BATCH_DELAY_MS}")
     repository = Path(repository)
     resolved = resolve_source(source, allow_local_paths=allow_local_paths, local_roots=local_roots)
     name = _model_name(resolved, model_name)
@@ -193,6 +203,9 @@ def convert_model(
             onnx_file = entries.model_onnx_path(entry)
             if not onnx_file.is_file():
                 raise ConversionError(f"the builder wrote no {onnx_file.name}")
+            entries.write_configs(
+                entry, built.dimension, max_batch_size, batch_delay_ms=batch_delay_ms
+            )
             onnx_bytes = onnx_file.stat().st_size
             metadata = {
                 "model_id": resolved.model_id,

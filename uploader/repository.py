@@ -40,6 +40,8 @@ STAGING_PREFIX = ".staging-"
 RETIRED_PREFIX = ".retired-"
 #: onnxruntime threads per Python-backend instance unless the config says otherwise.
 DEFAULT_INTRA_OP_THREADS = 1
+#: Triton's dynamic batcher waits at most this long for more requests to join a batch (ms).
+DEFAULT_BATCH_DELAY_MS = 2.0
 
 INPUTS: tuple[dict[str, Any], ...] = (
     {"name": "input_ids", "data_type": "TYPE_INT64", "dims": [-1]},
@@ -55,31 +57,59 @@ def outputs(dimension: int) -> tuple[dict[str, Any], ...]:
     )
 
 
-def _tensors(kind: str, tensors: tuple[dict[str, Any], ...]) -> str:
+def _tensors(kind: str, tensors: tuple[dict[str, Any], ...], ragged: bool = False) -> str:
+    extra = " allow_ragged_batch: true" if ragged else ""
     items = ",\n".join(
         f'  {{ name: "{t["name"]}" data_type: {t["data_type"]} '
-        f"dims: [ {', '.join(str(d) for d in t['dims'])} ] }}"
+        f"dims: [ {', '.join(str(d) for d in t['dims'])} ]{extra} }}"
         for t in tensors
     )
     return f"{kind} [\n{items}\n]\n"
 
 
-def python_config(dimension: int, max_batch_size: int, intra_op_threads: int) -> str:
-    """config.pbtxt for the Python backend (CPU); complete for --disable-auto-complete-config."""
+def _dynamic_batching(batch_delay_ms: float | None) -> str:
+    if batch_delay_ms is None:
+        return ""
+    delay_us = max(0, round(batch_delay_ms * 1000.0))
+    return f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}\n"
+
+
+def python_config(
+    dimension: int,
+    max_batch_size: int,
+    intra_op_threads: int,
+    batch_delay_ms: float | None = DEFAULT_BATCH_DELAY_MS,
+) -> str:
+    """config.pbtxt for the Python backend (CPU); complete for --disable-auto-complete-config.
+
+    With `batch_delay_ms` (None: no dynamic batching) Triton's dynamic batcher hands
+    `model.py` the requests that arrived within that delay, up to `max_batch_size` rows in
+    all; the inputs are ragged (each request is padded to its own longest text) and
+    `model.py` pads them to one shape and runs them as one batch.
+    """
+    batching = batch_delay_ms is not None
     return (
         "# Written by the smart-routing uploader. No `name`: Triton uses the directory name.\n"
         'backend: "python"\n'
         f"max_batch_size: {max_batch_size}\n"
-        + _tensors("input", INPUTS)
+        + _tensors("input", INPUTS, ragged=batching)
         + _tensors("output", outputs(dimension))
+        + _dynamic_batching(batch_delay_ms)
         + "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
         + 'parameters: { key: "intra_op_num_threads" '
         + f'value: {{ string_value: "{intra_op_threads}" }} }}\n'
     )
 
 
-def onnxruntime_config(dimension: int, max_batch_size: int) -> str:
-    """configs/onnxruntime.pbtxt for the full Triton image's ONNX Runtime backend (GPU)."""
+def onnxruntime_config(
+    dimension: int, max_batch_size: int, batch_delay_ms: float | None = DEFAULT_BATCH_DELAY_MS
+) -> str:
+    """configs/onnxruntime.pbtxt for the full Triton image's ONNX Runtime backend (GPU).
+
+    The ONNX Runtime backend batches only requests of equal shape (it cannot take ragged
+    inputs); the Triton engine pads sequence lengths to a few buckets for that reason
+    (worker/engines/triton.py).
+    """
     return (
         "# Written by the smart-routing uploader. Select with --model-config-name=onnxruntime.\n"
         'platform: "onnxruntime_onnx"\n'
@@ -87,6 +117,7 @@ def onnxruntime_config(dimension: int, max_batch_size: int) -> str:
         f"max_batch_size: {max_batch_size}\n"
         + _tensors("input", INPUTS)
         + _tensors("output", outputs(dimension))
+        + _dynamic_batching(batch_delay_ms)
         + "instance_group [ { count: 1 kind: KIND_GPU } ]\n"
     )
 
@@ -101,15 +132,20 @@ def write_configs(
     dimension: int,
     max_batch_size: int,
     intra_op_threads: int = DEFAULT_INTRA_OP_THREADS,
+    batch_delay_ms: float | None = DEFAULT_BATCH_DELAY_MS,
 ) -> None:
-    """Write config.pbtxt, configs/*.pbtxt and 1/model.py into `entry`."""
-    python = python_config(dimension, max_batch_size, intra_op_threads)
+    """Write config.pbtxt, configs/*.pbtxt and 1/model.py into `entry`.
+
+    `batch_delay_ms`: Triton's dynamic batching queue delay in both configs; None leaves
+    dynamic batching out (each request runs on its own).
+    """
+    python = python_config(dimension, max_batch_size, intra_op_threads, batch_delay_ms)
     (entry / "configs").mkdir(parents=True, exist_ok=True)
     (entry / VERSION).mkdir(parents=True, exist_ok=True)
     (entry / "config.pbtxt").write_text(python)
     (entry / "configs" / "python.pbtxt").write_text(python)
     (entry / "configs" / "onnxruntime.pbtxt").write_text(
-        onnxruntime_config(dimension, max_batch_size)
+        onnxruntime_config(dimension, max_batch_size, batch_delay_ms)
     )
     template = resources.files("uploader").joinpath("templates", "model.py")
     (entry / VERSION / "model.py").write_text(template.read_text(encoding="utf-8"))

@@ -47,7 +47,7 @@ from uploader.errors import (
     UploaderError,
 )
 from uploader.names import validate_model_id, validate_model_name
-from uploader.repository import list_models
+from uploader.repository import DEFAULT_BATCH_DELAY_MS, list_models
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ class UploaderService:
     local_roots: Sequence[Path] = ()
     builder: Builder | None = None
     max_concurrent: int = 1
+    batch_delay_ms: float | None = DEFAULT_BATCH_DELAY_MS
     limiter: anyio.CapacityLimiter = field(init=False)
 
     def __post_init__(self) -> None:
@@ -117,6 +118,7 @@ class UploaderService:
                 model_name=request.model_name,
                 max_batch_size=request.max_batch_size,
                 overwrite=request.overwrite,
+                batch_delay_ms=self.batch_delay_ms,
                 allow_local_paths=False,
                 local_roots=self.local_roots,
                 builder=self.builder,
@@ -220,6 +222,7 @@ def create_app(
     builder: Builder | None = None,
     max_concurrent: int = 1,
     admin_key: str | None = None,
+    batch_delay_ms: float | None = DEFAULT_BATCH_DELAY_MS,
 ) -> Starlette:
     """The uploader app publishing into `repository`.
 
@@ -227,6 +230,7 @@ def create_app(
     (`<root>/<owner>/<name>`); arbitrary local paths are never accepted over HTTP.
     `builder`: replaces the real torch conversion (tests of the HTTP layer).
     `admin_key`: when set, `/upload-model` needs it (401 otherwise).
+    `batch_delay_ms`: Triton's dynamic batching delay of published models (None: off).
     """
     app = Starlette(
         routes=[
@@ -244,6 +248,10 @@ def create_app(
     )
     app.state.admin_key = admin_key or None
     app.state.service = UploaderService(
-        Path(repository), tuple(Path(r) for r in local_roots), builder, max_concurrent
+        Path(repository),
+        tuple(Path(r) for r in local_roots),
+        builder,
+        max_concurrent,
+        batch_delay_ms,
     )
     return app

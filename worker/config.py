@@ -84,6 +84,12 @@ class Config:
         "python", "Triton backend of the published models"
     )
     device: str | None = setting(None, "device to run on, e.g. cuda:0; unset: the CPU")
+    batching: bool = setting(
+        True,
+        "onnxruntime engine: run concurrent tasks of one label as one batch "
+        "(triton: the model's config.pbtxt decides)",
+    )
+    batch_delay_ms: float = setting(2.0, "onnxruntime engine: longest wait for a batch to fill, ms")
     state_dir: Path | None = setting(None, "directory for the engine's working files")
     # Simulated engine costs (milliseconds; see worker/engines/simulated.py).
     sim_load_ms: float | None = setting(
@@ -123,6 +129,8 @@ class Config:
             raise ConfigError(f"unknown engine {self.engine!r}")
         if self.triton_model_config not in ("python", "onnxruntime"):
             raise ConfigError(f"unknown triton model config {self.triton_model_config!r}")
+        if self.batch_delay_ms < 0:
+            raise ConfigError(f"batch_delay_ms must be >= 0, got {self.batch_delay_ms}")
         if self.time_scale <= 0:
             raise ConfigError(f"time_scale must be > 0, got {self.time_scale}")
         if not self.worker_id:

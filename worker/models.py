@@ -1,13 +1,28 @@
-"""Applies the model cache's decisions to an engine (the I/O side of worker/cache.py)."""
+"""Applies the model cache's decisions to an engine (the I/O side of worker/cache.py).
+
+Tasks run in several slots at once, so no lock is held across an engine call: each load
+or unload is a job of its own, one per label at a time. Deciding is synchronous (no
+`await` between reading the cache and reserving in it, so two decisions never see the
+same state): a task finds its label READY and takes it at once (a hit never waits for
+anything); finds it LOADING or UNLOADING and waits for that label's job only; or plans a
+load, reserving the label (LOADING) and its victims (UNLOADING) in the same step, then
+starts the job and waits for it. When nothing can be evicted (every held label is in
+use), it waits for the next release or finished job and decides again.
+
+Jobs are tasks owned here (`jobs`), not by the caller: a caller cancelled while waiting
+(the dispatcher's Cancel, a shutdown) leaves the load running for whoever waits next.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from worker.cache import CacheFullError, ModelCache, ModelState
 from worker.engines.base import Engine
@@ -25,8 +40,14 @@ class LoadOutcome:
     evicted: list[str] = field(default_factory=list)
 
 
+def _consume(job: asyncio.Task[Any]) -> None:
+    # A job whose waiters were all cancelled still finishes; its error is logged there.
+    if not job.cancelled():
+        job.exception()
+
+
 class ModelManager:
-    """Loads and unloads labels on the engine one at a time, keeping the cache in step."""
+    """Loads and unloads labels on the engine, keeping the cache in step; see the module doc."""
 
     def __init__(
         self,
@@ -37,97 +58,180 @@ class ModelManager:
         self.engine = engine
         self.cache = ModelCache(capacity)
         self.on_change = on_change
-        self._lock = asyncio.Lock()
-        # Signalled when a task releases a label, so a load waiting for room can retry.
-        self._room = asyncio.Condition(self._lock)
-        # Bumped whenever the engine loses every label; a load that spans it failed.
+        #: The load or unload in progress per label.
+        self._jobs: dict[str, asyncio.Task[Any]] = {}
+        # Set (and replaced) whenever a label is released or a job ends: waiters for room
+        # decide again.
+        self._changed = asyncio.Event()
+        # Bumped whenever the engine loses every label; a load or a hold that spans it is void.
         self._generation = 0
         engine.on_labels_lost = self._labels_lost
+
+    @property
+    def jobs(self) -> list[asyncio.Task[Any]]:
+        """Loads and unloads in progress (the runtime cancels them if it is cancelled)."""
+        return list(self._jobs.values())
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _labels_lost(self, labels: list[str], reason: str) -> None:
         self._generation += 1
         gone = self.cache.clear()
         log.warning("engine lost labels %s: %s", sorted(set(gone) | set(labels)), reason)
+        self._notify()
         if self.on_change is not None:
             self.on_change(reason)
 
-    async def _unload(self, label: str) -> None:
-        self.cache.begin_unload(label)
+    # -- jobs ----------------------------------------------------------------
+
+    def _start(self, label: str, job: asyncio.Task[Any]) -> asyncio.Task[Any]:
+        self._jobs[label] = job
+
+        def done(finished: asyncio.Task[Any]) -> None:
+            if self._jobs.get(label) is finished:
+                del self._jobs[label]
+            _consume(finished)
+            self._notify()
+
+        job.add_done_callback(done)
+        return job
+
+    def _start_unload(self, label: str) -> asyncio.Task[None]:
+        self.cache.begin_unload(label)  # refuses a label in use
+        job = asyncio.create_task(self._unload(label, self._generation), name=f"unload-{label}")
+        self._start(label, job)
+        return job
+
+    async def _unload(self, label: str, generation: int) -> None:
         try:
             await self.engine.unload(label)
         except Exception:
             log.exception("unloading %r failed; counting it as gone", label)
         finally:
-            if self.cache.state(label) is ModelState.UNLOADING:
+            if generation == self._generation and self.cache.state(label) is ModelState.UNLOADING:
                 self.cache.finish_unload(label)
 
-    async def _ensure(self, label: str, evict_hint: Sequence[str]) -> LoadOutcome:
-        self.engine.check_label(label)
-        if self.cache.state(label) is ModelState.READY:
-            self.cache.hits += 1
-            return LoadOutcome(miss=False)
-        victims = self.cache.plan_load(label, evict_hint)
+    def _start_load(self, label: str, victims: list[str], hold: bool) -> asyncio.Task[LoadOutcome]:
+        # Reserve first, synchronously: the victims are UNLOADING and the label LOADING
+        # before anyone else decides, so capacity is never promised twice.
+        unloads = [self._start_unload(victim) for victim in victims]
+        self.cache.begin_load(label)
+        job = asyncio.create_task(
+            self._load(label, victims, unloads, self._generation, hold), name=f"load-{label}"
+        )
+        self._start(label, job)
+        return job
+
+    async def _load(
+        self,
+        label: str,
+        victims: list[str],
+        unloads: list[asyncio.Task[None]],
+        generation: int,
+        hold: bool,
+    ) -> LoadOutcome:
         # A miss costs the evictions too: Triton frees an unloaded model's memory ~1.2 s after
         # acknowledging the unload, and the load waits for it. Reporting only the load itself
         # would make misses look cheaper than they are to the dispatcher's wait-or-load choice.
         started = time.perf_counter()
-        for victim in victims:
-            await self._unload(victim)
-        generation = self._generation
-        self.cache.begin_load(label)
         try:
+            if unloads:
+                await asyncio.gather(*unloads)
             await self.engine.load(label)
         except BaseException:
-            if self.cache.state(label) is ModelState.LOADING:
+            if generation == self._generation and self.cache.state(label) is ModelState.LOADING:
                 self.cache.fail_load(label)
             raise
         if generation != self._generation:
             raise EngineUnavailableError(f"engine restarted while loading {label!r}")
         load_ms = (time.perf_counter() - started) * 1000.0
         self.cache.finish_load(label, load_ms)
+        if hold:
+            # Taken for the task that asked, in the step that made it READY: were it left
+            # free until that task resumes, another waiting for room could evict it first,
+            # and two tasks could evict each other's label forever.
+            self.cache.acquire(label)
         return LoadOutcome(miss=True, load_ms=load_ms, evicted=victims)
+
+    # -- making a label ready ------------------------------------------------
+
+    async def _ready(self, label: str, evict_hint: Sequence[str], hold: bool) -> LoadOutcome:
+        """Make `label` READY; with `hold`, acquire it in the same step (no await between)."""
+        self.engine.check_label(label)
+        while True:
+            state = self.cache.state(label)
+            if state is ModelState.READY:
+                self.cache.hits += 1
+                if hold:
+                    self.cache.acquire(label)
+                return LoadOutcome(miss=False)
+            if state is not None:
+                # Someone else's load (or an unload) of this very label: wait for it only.
+                # A failed load fails its waiters too; a failed unload never raises.
+                job = self._jobs.get(label)
+                await (asyncio.shield(job) if job is not None else self._changed.wait())
+                continue
+            try:
+                victims = self.cache.plan_load(label, evict_hint)
+            except CacheFullError:
+                # Every held label is in use (slots > capacity): wait for a release.
+                await self._changed.wait()
+                continue
+            job = self._start_load(label, victims, hold)
+            try:
+                return await asyncio.shield(job)
+            except asyncio.CancelledError:
+                if hold:  # the load goes on; give back the hold it takes for us
+                    job.add_done_callback(functools.partial(self._drop_hold, label))
+                raise
+
+    def _drop_hold(self, label: str, job: asyncio.Task[LoadOutcome]) -> None:
+        if job.cancelled() or job.exception() is not None:
+            return
+        if self.cache.state(label) is ModelState.READY:
+            self.cache.release(label)
+        self._notify()
 
     @contextlib.asynccontextmanager
     async def use(self, label: str, evict_hint: Sequence[str] = ()) -> AsyncIterator[LoadOutcome]:
         """Make `label` ready (loading it on a miss) and hold it for the `with` block."""
-        async with self._room:
-            while True:
-                try:
-                    outcome = await self._ensure(label, evict_hint)
-                    break
-                except CacheFullError:
-                    # Every held label is in use (slots > capacity): wait for a release.
-                    await self._room.wait()
-            self.cache.acquire(label)
+        outcome = await self._ready(label, evict_hint, hold=True)
+        generation = self._generation
         try:
             yield outcome
         finally:
-            if self.cache.state(label) is ModelState.READY:
+            # After an engine restart the hold belongs to a cache that was cleared.
+            if generation == self._generation and self.cache.state(label) is ModelState.READY:
                 self.cache.release(label)
-            async with self._room:
-                self._room.notify_all()
+            self._notify()
 
     async def preload(self, label: str, evict_hint: Sequence[str] = ()) -> LoadOutcome:
         """Load `label` ahead of demand."""
-        async with self._lock:
-            outcome = await self._ensure(label, evict_hint)
+        outcome = await self._ready(label, evict_hint, hold=False)
         if outcome.miss and self.on_change is not None:
             self.on_change(f"preloaded {label}")
         return outcome
 
     async def unload(self, label: str) -> bool:
         """Unload `label` if it is ready and idle; whether it was unloaded."""
-        async with self._lock:
-            entry = self.cache.entries.get(label)
-            if entry is None or entry.state is not ModelState.READY or entry.in_use:
-                return False
-            await self._unload(label)
+        entry = self.cache.entries.get(label)
+        if entry is None or entry.state is not ModelState.READY or entry.in_use:
+            return False
+        await asyncio.shield(self._start_unload(label))
         if self.on_change is not None:
             self.on_change(f"unloaded {label}")
         return True
 
     async def unload_all(self) -> None:
-        """Unload every ready label (shutdown)."""
-        async with self._lock:
-            for label in self.cache.ready:
-                await self._unload(label)
+        """Let loads in progress end, then unload every ready label not in use (shutdown)."""
+        if self._jobs:
+            await asyncio.gather(*self._jobs.values(), return_exceptions=True)
+        jobs = [
+            self._start_unload(entry.label)
+            for entry in list(self.cache.entries.values())
+            if entry.state is ModelState.READY and not entry.in_use
+        ]
+        if jobs:
+            await asyncio.gather(*jobs)

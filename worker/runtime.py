@@ -69,7 +69,8 @@ def build_engine(config: Config) -> Engine:
     if config.engine == "onnxruntime":
         from worker.engines.onnxruntime import OnnxRuntimeEngine
 
-        return OnnxRuntimeEngine(repository, device=config.device)
+        delay = config.batch_delay_ms if config.batching else None
+        return OnnxRuntimeEngine(repository, device=config.device, batch_delay_ms=delay)
     from worker.engines.triton import TritonEngine
 
     state_dir = config.state_dir or Path("var") / "worker" / config.worker_id
@@ -326,7 +327,7 @@ class Worker:
             # Normally only `stop` is left. When run() itself is cancelled (a swarm past its
             # deadline), nothing may outlive it: the link and task jobs would run on unowned.
             jobs = [p.job for p in self._pending.values() if p.job is not None]
-            leftovers = [link, stop, *self._background, *jobs]
+            leftovers = [link, stop, *self._background, *jobs, *self.models.jobs]
             for job in leftovers:
                 job.cancel()
             await asyncio.gather(*leftovers, return_exceptions=True)

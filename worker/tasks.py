@@ -1,7 +1,9 @@
 """Task types the worker runs: parameter validation and execution on an engine.
 
 `embed_texts`: `{"texts": ["...", ...], "normalize": true}` →
-`{"embeddings": [[float, ...], ...], "dimension": D, "model": "<label>"}`.
+`{"embeddings": [[float, ...], ...], "dimension": D, "model": "<label>",
+"usage": {"prompt_tokens": N, "total_tokens": N}}`, N the tokens the model's tokenizer made of
+the texts (after truncation; `usage` is absent for an engine without a tokenizer).
 `sample_task`: `{}` or `{"run_ms": 5}` → `{"label", "simulated": true, "run_ms"}`.
 (docs/interfaces.md section 4). Validation happens before any model is loaded, so a
 bad task costs no load.
@@ -106,6 +108,10 @@ def _parse_sample(params: dict[str, Any], limits: Limits) -> SampleTask:
 async def execute(engine: Engine, label: str, params: TaskParams) -> dict[str, Any]:
     """Run validated parameters on a loaded label; the result JSON object."""
     if isinstance(params, EmbedTexts):
-        embeddings, dim = await engine.embed(label, params.texts, params.normalize)
-        return {"embeddings": embeddings, "dimension": dim, "model": label}
+        embeddings, dim, tokens = await engine.embed_counted(label, params.texts, params.normalize)
+        result: dict[str, Any] = {"embeddings": embeddings, "dimension": dim, "model": label}
+        if tokens is not None:
+            # As OpenAI's `usage`, so /v1/embeddings can pass real counts on.
+            result["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return result
     return await engine.sample(label, params.run_ms)

@@ -94,6 +94,39 @@ def test_configs_parse_as_complete_triton_configs(tmp_path: Path, models_dir: Pa
         ]
         assert model_config_pb2.ModelInstanceGroup.Kind.Name(config.instance_group[0].kind) == kind
     assert python.parameters["intra_op_num_threads"].string_value == "1"
+    # Dynamic batching in both, 2 ms by default; the Python backend takes ragged inputs.
+    for config in (python, onnx):
+        assert config.HasField("dynamic_batching")
+        assert config.dynamic_batching.max_queue_delay_microseconds == 2000
+    assert [i.allow_ragged_batch for i in python.input] == [True, True]
+    assert [i.allow_ragged_batch for i in onnx.input] == [False, False]
+
+
+@pytest.mark.parametrize(("delay_ms", "want_us"), [(None, None), (0.0, 0), (7.5, 7500)])
+def test_batch_delay_is_configurable_or_off(
+    tmp_path: Path, models_dir: Path, delay_ms: float | None, want_us: int | None
+) -> None:
+    """batch_delay_ms sets Triton's queue delay in both configs; None leaves batching out."""
+    model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    from google.protobuf import text_format
+
+    repo = tmp_path / "repo"
+    _convert(models_dir, repo, fake_builder(), batch_delay_ms=delay_ms)
+    for name in ("config.pbtxt", "configs/onnxruntime.pbtxt"):
+        text = (repo / "acme--tiny" / name).read_text()
+        config = text_format.Parse(text, model_config_pb2.ModelConfig())
+        if want_us is None:
+            assert not config.HasField("dynamic_batching")
+            assert not any(i.allow_ragged_batch for i in config.input)
+        else:
+            assert config.dynamic_batching.max_queue_delay_microseconds == want_us
+
+
+def test_negative_batch_delay_is_refused(tmp_path: Path, models_dir: Path) -> None:
+    """A negative delay is an InvalidRequest before anything is built."""
+    with pytest.raises(InvalidRequest, match="batch_delay_ms"):
+        _convert(models_dir, tmp_path / "repo", fake_builder(), batch_delay_ms=-1.0)
+    assert not (tmp_path / "repo").exists()
 
 
 def test_existing_model_without_overwrite_is_refused(tmp_path: Path, models_dir: Path) -> None:

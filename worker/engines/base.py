@@ -59,6 +59,14 @@ class Engine(abc.ABC):
     ) -> tuple[list[list[float]], int]:
         """Embeddings of `texts` on the loaded `label`, and their dimension."""
 
+    async def embed_counted(
+        self, label: str, texts: list[str], normalize: bool
+    ) -> tuple[list[list[float]], int, int | None]:
+        """`embed`, and the tokens the model's tokenizer made of `texts` (None: this engine
+        has no tokenizer)."""
+        embeddings, dim = await self.embed(label, texts, normalize)
+        return embeddings, dim, None
+
     async def sample(self, label: str, run_ms: float | None) -> dict[str, Any]:
         """The simulated task type; engines that cannot simulate just sleep `run_ms`."""
         ms = float(run_ms or 0.0)
@@ -78,8 +86,20 @@ class Engine(abc.ABC):
             self.on_labels_lost(labels, reason)
 
 
+def bucket_length(seq: int, limit: int) -> int:
+    """`seq` rounded up to a power of two (at least 16), never past `max(seq, limit)`."""
+    bucket = 16
+    while bucket < seq:
+        bucket *= 2
+    return max(seq, min(bucket, limit))
+
+
 class TensorEngine(Engine):
     """An engine that runs the repository's ONNX graph: tokenises, batches, infers."""
+
+    #: Pad each request's sequence length to a `bucket_length`: a server that batches only
+    #: requests of equal shape (Triton's ONNX Runtime backend) can then batch most of them.
+    pad_to_buckets = False
 
     def __init__(self, repository: ModelRepository) -> None:
         super().__init__()
@@ -125,12 +145,23 @@ class TensorEngine(Engine):
     async def embed(
         self, label: str, texts: list[str], normalize: bool
     ) -> tuple[list[list[float]], int]:
+        embeddings, dim, _ = await self.embed_counted(label, texts, normalize)
+        return embeddings, dim
+
+    async def embed_counted(
+        self, label: str, texts: list[str], normalize: bool
+    ) -> tuple[list[list[float]], int, int | None]:
         info = self.info(label)
         tok = self.tokenizer(label)
         out: list[list[float]] = []
+        tokens = 0  # real tokens (the attention mask), after truncation, padding excluded
         step = info.max_batch_size
         for start in range(0, len(texts), step):
             ids, mask = tok(texts[start : start + step])
+            if self.pad_to_buckets:
+                width = bucket_length(ids.shape[1], info.max_seq_length)
+                ids, mask = _pad(ids, width), _pad(mask, width)
+            tokens += int(mask.sum())
             embedding, pooled = await self.infer(label, ids, mask)
             chosen = embedding if normalize else pooled
             if chosen.shape[0] != ids.shape[0]:
@@ -139,4 +170,9 @@ class TensorEngine(Engine):
                 )
             out.extend(chosen.astype(np.float32).tolist())
         dim = len(out[0]) if out else info.dimension
-        return out, dim
+        return out, dim, tokens
+
+
+def _pad(array: Array, width: int) -> Array:
+    # Zeros: id 0 under attention mask 0, which the graph's attention and pooling ignore.
+    return np.pad(array, ((0, 0), (0, width - array.shape[1])), constant_values=0)

@@ -2,6 +2,9 @@
 
 Uses the CUDA provider when onnxruntime-gpu finds a GPU, the CPU provider otherwise;
 `device` reports which one the sessions actually got (`session.get_providers()`).
+With `batch_delay_ms` set, concurrent inferences of one label are batched by a
+`MicroBatcher` (worker/engines/batching.py), as Triton's dynamic batcher does for the
+Triton engine; None runs each on its own.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from worker.engines.base import Array, TensorEngine
+from worker.engines.batching import MicroBatcher
 from worker.errors import EngineUnavailableError, InferenceError, ModelLoadError
 from worker.repository import ModelRepository
 
@@ -24,10 +28,17 @@ class OnnxRuntimeEngine(TensorEngine):
 
     name = "onnxruntime"
 
-    def __init__(self, repository: ModelRepository, device: str | None = None) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        device: str | None = None,
+        batch_delay_ms: float | None = None,
+    ) -> None:
         super().__init__(repository)
         self._sessions: dict[str, Any] = {}
+        self._batchers: dict[str, MicroBatcher] = {}
         self._wanted_device = device
+        self.batch_delay_ms = batch_delay_ms
         self.providers: list[str] = []
 
     def _providers(self) -> list[str]:
@@ -44,6 +55,9 @@ class OnnxRuntimeEngine(TensorEngine):
         self.device = "cuda:0" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
 
     async def stop(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
+        self._batchers.clear()
         self._sessions.clear()
 
     async def load(self, label: str) -> None:
@@ -65,13 +79,36 @@ class OnnxRuntimeEngine(TensorEngine):
         self.device = "cuda:0" if got and got[0] == "CUDAExecutionProvider" else "cpu"
         log.info("loaded %r with onnxruntime providers %s", label, got)
         self._sessions[label] = session
+        if self.batch_delay_ms is not None:
+
+            async def run(ids: Array, mask: Array) -> tuple[Array, Array]:
+                return await self._run(label, ids, mask)
+
+            self._batchers[label] = MicroBatcher(
+                run, info.max_batch_size, self.batch_delay_ms / 1000.0, name=f"batch-{label}"
+            )
 
     async def unload(self, label: str) -> None:
+        batcher = self._batchers.pop(label, None)
+        if batcher is not None:
+            await batcher.close()
         # Dropping the last reference frees the session's memory at once.
         self._sessions.pop(label, None)
         self.forget(label)
 
+    def batcher(self, label: str) -> MicroBatcher | None:
+        """The label's batcher; None when batching is off or the label is not loaded."""
+        return self._batchers.get(label)
+
     async def infer(
+        self, label: str, input_ids: Array, attention_mask: Array
+    ) -> tuple[Array, Array]:
+        batcher = self._batchers.get(label)
+        if batcher is not None:
+            return await batcher(input_ids, attention_mask)
+        return await self._run(label, input_ids, attention_mask)
+
+    async def _run(
         self, label: str, input_ids: Array, attention_mask: Array
     ) -> tuple[Array, Array]:
         session = self._sessions.get(label)

@@ -4,7 +4,11 @@ The worker tokenises; Triton only sees `input_ids`/`attention_mask` INT64 and re
 `embedding`/`pooled` FP32. Which model config Triton uses is configuration, not code:
 `python` (the default config.pbtxt: Python backend running the ONNX file, works with
 the PyTriton build on CPU) or `onnxruntime` (`--model-config-name=onnxruntime`, the
-ONNX Runtime backend of the full Triton image).
+ONNX Runtime backend of the full Triton image). Both configs enable Triton's dynamic
+batching (uploader/repository.py): concurrent tasks of one label run as one batch in the
+server. The Python backend takes requests of different sequence lengths together; for the
+ONNX Runtime backend, which batches only equal shapes, sequences are padded to a few
+bucket lengths (`TensorEngine.pad_to_buckets`).
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class TritonEngine(TensorEngine):
             on_death=self._on_death,
         )
         self.device = device or "cpu"
+        # The ONNX Runtime backend's dynamic batcher joins only requests of equal shape.
+        self.pad_to_buckets = model_config == "onnxruntime"
         self.unload_timeout_s = unload_timeout_s
         self.ready_timeout_s = ready_timeout_s
         self.loaded: set[str] = set()
