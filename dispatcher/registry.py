@@ -192,6 +192,11 @@ class Registry:
         """How many ready workers hold `label`."""
         return len(self._holders.get(label, _EMPTY))
 
+    def holder_slots(self, label: str) -> int:
+        """Task slots of the ready workers holding `label` (O(holders))."""
+        holders = self._holders.get(label, _EMPTY)
+        return sum(self.workers[wid].slots for wid in holders)
+
     def held_labels(self) -> frozenset[str]:
         """Every label some ready worker holds."""
         return frozenset(self._holders)

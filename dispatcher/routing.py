@@ -155,12 +155,14 @@ class RoutedPolicy:
     def expected_wait_ms(self, label: str, position: int) -> float:
         """Expected wait for a busy holder of `label` for the `position`-th task of the label.
 
-        Holders work the label's queue in parallel, each task taking the learned run time.
+        Holders work the label's queue in parallel, each of their task slots taking the learned
+        run time per task: a worker with 4 slots drains a label's queue 4 times as fast, so
+        tasks wait for it rather than load a second copy elsewhere.
         """
-        holders = self.registry.copies(label)
-        if holders == 0:
+        slots = self.registry.holder_slots(label)
+        if slots == 0:
             return float("inf")
-        return self.estimates.run_ms(label) * position / holders
+        return self.estimates.run_ms(label) * position / slots
 
     def patience_ms(self, label: str) -> float:
         """How long a queued task of `label` waits before it is starving."""

@@ -170,3 +170,24 @@ def test_preload_never_displaces_a_label_worth_more_than_the_new_copy() -> None:
         busy=("w1", "w2"),
     )
     assert policy.preload("hot", NOW, in_flight=0) is None
+
+
+def test_a_holder_with_more_slots_is_worth_waiting_for_longer() -> None:
+    """Per-label concurrency: the expected wait divides by the holders' slots, so a busy
+    holder with 4 slots keeps a queue 4 times as long before a second copy is loaded."""
+    registry = Registry()
+    registry.add(WorkerRecord("big", capacity=2, slots=4), ["a"], now=1.0)
+    registry.add(WorkerRecord("other", capacity=2, slots=1), [], now=1.0)
+    for i in range(4):
+        registry.assign("big", f"run{i}", "a", now=NOW)
+    queue = TaskQueue()
+    estimates = LabelEstimates(default_load_ms=300.0, default_run_ms=100.0)
+    policy = RoutedPolicy(registry, queue, estimates)
+    assert policy.expected_wait_ms("a", 8) == 200.0  # 100 ms x 8 / 4 slots
+    for i in range(11):
+        queue.push(make_task(f"q{i}", "a"))
+    # 12th in line: 100 x 12 / 4 = 300 ms <= the 300 ms load: wait for the holder.
+    assert policy.place(make_task("t", "a"), NOW).reason is Reason.WAIT_FOR_HOLDER
+    queue.push(make_task("q11", "a"))
+    decision = policy.place(make_task("t2", "a"), NOW)
+    assert decision == Dispatch("t2", "other", Reason.LOAD_FREE_SLOT, miss=True)
