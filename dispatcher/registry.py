@@ -127,6 +127,8 @@ class WorkerRecord:
     connected_at: float = 0.0
     #: Failures and soft timeouts in a row (a success resets it); the circuit breaker reads it.
     failures: int = 0
+    #: Models the worker can serve (Hello.servable); None: any label (the simulated engine).
+    servable: frozenset[str] | None = None
 
     @classmethod
     def from_hello(cls, hello: pb.Hello, now: float) -> WorkerRecord:
@@ -139,6 +141,7 @@ class WorkerRecord:
             device=hello.device,
             task_types=tuple(hello.task_types),
             connected_at=now,
+            servable=frozenset(hello.servable) if hello.servable_only else None,
         )
 
     @property

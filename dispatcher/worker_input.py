@@ -31,6 +31,8 @@ MAX_SLOTS = 1024
 #: Longest label and worker id, in characters.
 MAX_LABEL_CHARS = 256
 MAX_WORKER_ID_CHARS = 128
+#: Most models a worker may declare it can serve (Hello.servable): bounds the catalogue.
+MAX_SERVABLE = 10_000
 #: Timings above this (ms; an hour) are clamped: no real load or run takes longer.
 MAX_REPORTED_MS = 3_600_000.0
 
@@ -59,7 +61,9 @@ def hello_refusal(hello: pb.Hello) -> str | None:
         return f"Hello lists {len(hello.labels_loaded)} loaded labels for capacity {capacity}"
     if len(hello.label_costs) > 4 * capacity:
         return f"Hello carries {len(hello.label_costs)} label costs for capacity {capacity}"
-    for label in (*hello.labels_loaded, *hello.label_costs):
+    if len(hello.servable) > MAX_SERVABLE:
+        return f"Hello declares {len(hello.servable)} servable models (at most {MAX_SERVABLE})"
+    for label in (*hello.labels_loaded, *hello.label_costs, *hello.servable):
         if not label or len(label) > MAX_LABEL_CHARS:
             return f"a label of {len(label)} characters (1 to {MAX_LABEL_CHARS} allowed)"
     return None

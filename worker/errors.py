@@ -21,6 +21,7 @@ maps the code to HTTP (docs/architecture.md §4.2). Exception tree (each class's
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, TypeAlias
 
 from proto import smartrouting_pb2 as pb
@@ -110,6 +111,27 @@ class ConfigError(WorkerError, ValueError):
 def error_code(exc: BaseException) -> ErrorCode:
     """The protocol code of `exc`: its class's code, INTERNAL for anything outside the tree."""
     return exc.code if isinstance(exc, WorkerError) else pb.INTERNAL
+
+
+#: Most characters of an error message that leaves the worker.
+MAX_PUBLIC_MESSAGE = 300
+#: An absolute filesystem path (POSIX or Windows), quoted or not.
+_PATH = re.compile(r"""(?:[A-Za-z]:\\|(?<![\w.])/)[^\s'"(),:]+""")
+
+
+def public_message(exc: BaseException) -> str:
+    """What a caller may read of `exc`: its first line, server paths replaced by `<path>`,
+    no traceback, at most `MAX_PUBLIC_MESSAGE` characters. The full error goes to the
+    worker's log; a caller learns what failed, not where the server keeps its files."""
+    text = str(exc).strip()
+    cut = text.find("Traceback")
+    if cut >= 0:
+        text = text[:cut].strip() or type(exc).__name__
+    first = text.splitlines()[0] if text else type(exc).__name__
+    first = _PATH.sub("<path>", first).strip()
+    if len(first) > MAX_PUBLIC_MESSAGE:
+        first = first[: MAX_PUBLIC_MESSAGE - 3] + "..."
+    return first
 
 
 def all_error_classes() -> list[type[WorkerError]]:

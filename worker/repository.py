@@ -26,14 +26,20 @@ class ModelInfo:
     dimension: int
     max_batch_size: int
     max_seq_length: int
+    #: The current version (its folder's name; "1" for entries from before versions) and
+    #: the sha256 of its model.onnx, as smartrouting.json says.
+    version: str = "1"
+    content_hash: str = ""
 
     @property
     def onnx_path(self) -> Path:
-        return self.path / "1" / "model.onnx"
+        return self.path / self.version / "model.onnx"
 
     @property
     def tokenizer_path(self) -> Path:
-        return self.path / "tokenizer" / "tokenizer.json"
+        """The version's own tokenizer, else the entry's (entries from before versions)."""
+        own = self.path / self.version / "tokenizer" / "tokenizer.json"
+        return own if own.is_file() else self.path / "tokenizer" / "tokenizer.json"
 
 
 @dataclass
@@ -48,7 +54,7 @@ class ModelRepository:
             raise ModelNotFoundError(f"invalid model label {label!r}")
         path = self.root / label
         if not (path / "config.pbtxt").is_file() and not (path / "smartrouting.json").is_file():
-            raise ModelNotFoundError(f"model {label!r} not found in {self.root}")
+            raise ModelNotFoundError(f"no model {label!r} in the worker's repository")
         return path
 
     def info(self, label: str) -> ModelInfo:
@@ -65,6 +71,8 @@ class ModelRepository:
             dimension=int(meta.get("dimension", 0)),
             max_batch_size=max(1, int(meta.get("max_batch_size", 1))),
             max_seq_length=int(meta.get("max_seq_length", 256)),
+            version=str(meta.get("version", 1)),
+            content_hash=str(meta.get("content_hash", "")),
         )
 
     def labels(self) -> list[str]:

@@ -34,7 +34,12 @@ class FakeWorker:
     load_s: float = 0.0
     label_costs: dict[str, tuple[float, float]] = field(default_factory=dict)
     send_hello: bool = True
+    #: Models it declares it can serve (Hello.servable); None: any label.
+    servable: list[str] | None = None
+    #: Labels whose load fails: tasks for them are answered MODEL_LOAD_FAILED.
+    broken: set[str] = field(default_factory=set)
     received: list[pb.Task] = field(default_factory=list)
+    reloads: list[pb.Reload] = field(default_factory=list)
     cancels: list[pb.Cancel] = field(default_factory=list)
     results: list[pb.TaskResult] = field(default_factory=list)
     drained: bool = False
@@ -70,6 +75,8 @@ class FakeWorker:
                 labels_loaded=self.loaded,
                 device="cpu",
                 task_types=["sample_task"],
+                servable=self.servable or [],
+                servable_only=self.servable is not None,
             )
             for label, (load_ms, run_ms) in self.label_costs.items():
                 hello.label_costs[label].load_ms = load_ms
@@ -144,10 +151,15 @@ class FakeWorker:
                     job.add_done_callback(self._jobs.discard)
                 elif kind == "cancel":
                     self.cancels.append(message.cancel)
+                elif kind == "reload":
+                    self.reloads.append(message.reload)
                 elif kind == "drain":
                     self.drained = True
 
     async def _run(self, task: pb.Task) -> None:
+        if task.label in self.broken:
+            await self._fail_load(task)
+            return
         miss = task.label not in self._loaded
         evicted: list[str] = []
         if miss:
@@ -172,6 +184,22 @@ class FakeWorker:
             run_ms=self.run_s * 1000,
             labels_loaded=self.loaded,
             labels_evicted=evicted,
+            attempt=task.attempt,
+        )
+        self.results.append(result)
+        assert self.ws is not None
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await self.ws.send(frames.encode(pb.WorkerMessage(task_result=result)))
+
+    async def _fail_load(self, task: pb.Task) -> None:
+        result = pb.TaskResult(
+            task_id=task.task_id,
+            ok=False,
+            error_code=pb.MODEL_LOAD_FAILED,
+            error_message=f"model {task.label!r} failed to load",
+            label=task.label,
+            label_miss=True,
+            labels_loaded=self.loaded,
             attempt=task.attempt,
         )
         self.results.append(result)

@@ -32,6 +32,7 @@ class SimulatedEngine(Engine):
     """Sleeps instead of working; labels are any valid name not starting with `missing`."""
 
     name = "simulated"
+    serves_any_label = True
 
     def __init__(
         self,
