@@ -14,6 +14,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from starlette.applications import Starlette
@@ -22,11 +23,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
-from dispatcher.auth import AuthMiddleware, AuthSettings, presented_secret
+from dispatcher.access import AccessMiddleware
+from dispatcher.auth import AuthMiddleware, AuthSettings, matches, presented_secret
+from dispatcher.catalogue import models_published
 from dispatcher.config import Config
 from dispatcher.docs_page import docs_page
 from dispatcher.errors import (
     EXCEPTION_HANDLERS,
+    CallerGone,
+    ModelNotFound,
     TaskCancelled,
     TaskNotFound,
     UploaderNotConfigured,
@@ -36,8 +41,10 @@ from dispatcher.errors import (
 from dispatcher.metrics import CONTENT_TYPE_LATEST
 from dispatcher.openai_api import openai_routes
 from dispatcher.openapi import openapi_document
+from dispatcher.probes import livez, readyz
 from dispatcher.runtime import Dispatcher
 from dispatcher.schemas import parse_task_request, parse_upload_request, parse_wait, read_body
+from dispatcher.status_page import dashboard_endpoint, root_endpoint, status_endpoint
 from dispatcher.tasks import TaskRecord, TaskState
 from dispatcher.views import stats_json, workers_json
 from dispatcher.workers import WorkerEndpoint
@@ -51,6 +58,18 @@ def caller_of(request: Request) -> str:
     if secret:
         return "key:" + hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return "addr:" + (request.client.host if request.client else "unknown")
+
+
+def status_url(task_id: str) -> str:
+    """Where an asynchronous task's state is read (the id percent-encoded as a path segment)."""
+    return "/tasks/" + quote(task_id, safe="")
+
+
+async def caller_disconnected(request: Request) -> None:
+    """Return when the HTTP client goes away (ASGI `http.disconnect`); for a request whose
+    body was read already, so nothing else arrives on its channel."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def task_answer(task: TaskRecord) -> Response:
@@ -68,6 +87,38 @@ def create_app(config: Config | None = None) -> Starlette:
         dispatcher: Dispatcher = request.state.dispatcher
         return dispatcher
 
+    def owner_of(request: Request) -> str | None:
+        """Who a task belongs to: with API keys on, the key that submitted it; else anyone."""
+        return caller_of(request) if config.api_keys else None
+
+    def visible_task(request: Request, task_id: str) -> TaskRecord:
+        """The task `task_id` as this caller may see it: another key's task is unknown to it
+        (404, as for an id never used), except to the admin key."""
+        task = core(request).task(task_id)
+        if task is not None and task.owner is not None and task.owner != owner_of(request):
+            admin = bool(config.admin_key) and matches(
+                presented_secret(request.headers), (config.admin_key or "",)
+            )
+            task = task if admin else None
+        if task is None:
+            raise TaskNotFound(f"no task {task_id!r} (unknown, or its result expired)")
+        return task
+
+    async def wait_or_cancel(request: Request, d: Dispatcher, task: TaskRecord) -> None:
+        """Wait for a synchronous task's answer; when its caller disconnects first, cancel it
+        (its worker is sent Cancel) unless another caller is waiting for it too."""
+        answered = asyncio.ensure_future(d.wait(task))
+        gone = asyncio.ensure_future(caller_disconnected(request))
+        try:
+            await asyncio.wait((answered, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in (answered, gone):
+                future.cancel()
+            await asyncio.gather(answered, gone, return_exceptions=True)
+        if not task.state.finished and not d.waiting(task.task_id):
+            log.info("task %s: its caller disconnected; cancelled", task.task_id)
+            d.core.cancel(task.task_id, CallerGone(f"the caller of task {task.task_id!r} left"))
+
     async def health(request: Request) -> Response:
         return JSONResponse({"message": "OK"})
 
@@ -81,28 +132,32 @@ def create_app(config: Config | None = None) -> Starlette:
     async def run_task(request: Request) -> Response:
         args = parse_task_request(await read_body(request, config.max_body_bytes), config)
         d = core(request)
-        task = await d.submit(**args.submit_args(), caller=caller_of(request))
-        await d.wait(task)
+        known = d.task(args.task_id) if args.task_id else None
+        task = await d.submit(
+            **args.submit_args(), caller=caller_of(request), owner=owner_of(request)
+        )
+        if task is not known:  # run for this caller: cancelled if it leaves before the answer
+            await wait_or_cancel(request, d, task)
+        else:  # a retry of a known task: another caller may want its answer
+            await d.wait(task)
         return task_answer(task)
 
     async def submit_task(request: Request) -> Response:
         args = parse_task_request(await read_body(request, config.max_body_bytes), config)
         # With a state database the task is written there before the 202 goes out.
         task = await core(request).submit(
-            **args.submit_args(), caller=caller_of(request), persist=True
+            **args.submit_args(), caller=caller_of(request), persist=True, owner=owner_of(request)
         )
         # A retry of a known task (same id and body) gets that task's state, not a new run.
         status = task.state.value
-        body = {"task_id": task.task_id, "status": status, "status_url": f"/tasks/{task.task_id}"}
+        body = {"task_id": task.task_id, "status": status, "status_url": status_url(task.task_id)}
         return JSONResponse(body, status_code=202)
 
     async def task_status(request: Request) -> Response:
         task_id = request.path_params["task_id"]
         wait_s = parse_wait(request.query_params.get("wait_s"))
         d = core(request)
-        task = d.task(task_id)
-        if task is None:
-            raise TaskNotFound(f"no task {task_id!r} (unknown, or its result expired)")
+        task = visible_task(request, task_id)
         if wait_s and not task.state.finished:
             # Long poll: answer as soon as the task finishes, or with its state after wait_s.
             with contextlib.suppress(TimeoutError):
@@ -116,6 +171,7 @@ def create_app(config: Config | None = None) -> Starlette:
 
     async def cancel_task(request: Request) -> Response:
         task_id = request.path_params["task_id"]
+        visible_task(request, task_id)  # another key's task is unknown to this caller
         error = TaskCancelled(f"task {task_id!r} was cancelled (DELETE /tasks/{task_id})")
         task = core(request).core.cancel(task_id, error)
         if task is None:
@@ -132,7 +188,23 @@ def create_app(config: Config | None = None) -> Starlette:
         # Unknown or mistyped fields are refused here (422); the uploader judges the model id
         # and gets the body as the caller wrote it.
         parse_upload_request(raw)
-        url = config.uploader_url.rstrip("/") + "/upload-model"
+        return await to_uploader(request, "/upload-model", raw)
+
+    async def rollback_model(request: Request) -> Response:
+        """POST /models/{name}/rollback: the uploader makes the previous version current."""
+        if not config.uploader_url:
+            raise UploaderNotConfigured(
+                "no uploader configured (--uploader-url / DISPATCHER_UPLOADER_URL)",
+                retry_after_s=config.retry_after_s,
+            )
+        name = request.path_params["name"]
+        return await to_uploader(request, f"/models/{name}/rollback", b"{}")
+
+    async def to_uploader(request: Request, path: str, raw: bytes) -> Response:
+        """Forward `raw` to the uploader's `path`; a success publishes a version: into the
+        catalogue, and every worker holding the model is told to load it (`Reload`)."""
+        assert config.uploader_url
+        url = config.uploader_url.rstrip("/") + path
         # The caller passed the dispatcher's admin check; the uploader checks the same key.
         headers = {"Content-Type": "application/json"}
         if config.admin_key:
@@ -143,7 +215,25 @@ def create_app(config: Config | None = None) -> Starlette:
         except httpx.HTTPError as exc:
             raise UploaderUnreachable(f"uploader at {config.uploader_url}: {exc!r}") from exc
         content_type = answer.headers.get("content-type", "application/json")
+        if answer.status_code == 200:
+            published = models_published(answer.content)
+            if published is not None:  # in the catalogue now; a new version clears its failures
+                core(request).catalogue.publish(*published)
+                core(request).core.reload(*published)
         return Response(answer.content, status_code=answer.status_code, media_type=content_type)
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"models": catalogue_json(core(request))})
+
+    async def model(request: Request) -> Response:
+        name = request.path_params["name"]
+        for entry in catalogue_json(core(request)):
+            if entry["name"] == name:
+                return JSONResponse(entry)
+        raise ModelNotFound(core(request).catalogue.not_found_detail(name))
+
+    def catalogue_json(d: Dispatcher) -> list[dict[str, Any]]:
+        return d.catalogue.describe(d.core.registry, d.core.estimates, d.core.clock.monotonic())
 
     async def metrics(request: Request) -> Response:
         return Response(core(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -158,7 +248,7 @@ def create_app(config: Config | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         d = Dispatcher(config)
         app.state.dispatcher = d
-        d.restore()
+        d.start()  # restore the state database's tasks, start expiring kept results
         log.info("dispatcher %s up, policy %s", d.dispatcher_id, config.policy)
         try:
             yield {"dispatcher": d}
@@ -168,12 +258,20 @@ def create_app(config: Config | None = None) -> Starlette:
     auth = AuthSettings(config.worker_token, tuple(config.api_keys), config.admin_key)
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/", root_endpoint, methods=["GET"]),
+        Route("/dashboard", dashboard_endpoint, methods=["GET"]),
+        Route("/status.json", status_endpoint, methods=["GET"]),
         Route("/workers", workers, methods=["GET"]),
         Route("/labels", labels, methods=["GET"]),
         Route("/run-task", run_task, methods=["POST"]),
         Route("/tasks", submit_task, methods=["POST"]),
         Route("/tasks/{task_id}", task_endpoint, methods=["GET", "DELETE"]),
         Route("/upload-model", upload_model, methods=["POST"]),
+        Route("/models", models, methods=["GET"]),
+        Route("/models/{name}", model, methods=["GET"]),
+        Route("/models/{name}/rollback", rollback_model, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
@@ -184,7 +282,11 @@ def create_app(config: Config | None = None) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(AuthMiddleware, settings=auth)],
+        # Outermost, so refused requests are counted and logged too.
+        middleware=[
+            Middleware(AccessMiddleware, routes=routes),
+            Middleware(AuthMiddleware, settings=auth),
+        ],
         lifespan=lifespan,
         exception_handlers=dict(EXCEPTION_HANDLERS),
     )

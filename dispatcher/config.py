@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 
 from smartrouting import config as toolkit
 from smartrouting.config import setting
+from smartrouting.logs import LogFormat
 
 Policy = Literal["routed", "random"]
 POLICIES: tuple[Policy, ...] = ("routed", "random")
@@ -42,8 +43,37 @@ class Config:
         3, "dispatches of one task (the first included) before it fails as workers leave"
     )
     log_level: LogLevel = setting("info", "log level")
+    log_format: LogFormat = setting(
+        "text", "log lines: text, or json (one object per line, for log collectors)"
+    )
     result_ttl_s: float = setting(600.0, "how long results of finished tasks stay at /tasks/{id}")
+    # Memory bounds (docs/reliability.md): results by count and bytes as well as time, and the
+    # parameters unfinished tasks hold, in all and per caller.
+    max_results: int = setting(
+        100_000, "finished results kept at /tasks/{id}; past it the oldest go first (0: no limit)"
+    )
+    max_result_bytes: int = setting(
+        256 * 1024 * 1024,
+        "bytes of finished results kept; past it the oldest go first (0: no limit)",
+    )
+    max_queued_bytes: int = setting(
+        256 * 1024 * 1024,
+        "bytes of parameters all unfinished tasks may hold before new ones get 429 (0: no limit)",
+    )
+    max_caller_bytes: int = setting(
+        64 * 1024 * 1024,
+        "bytes of parameters one caller's unfinished tasks may hold before 429 (0: no limit)",
+    )
     max_body_bytes: int = setting(4 * 1024 * 1024, "largest accepted request body, in bytes")
+    # Probes and the no-worker answer (docs/architecture.md §3.7).
+    ready_min_workers: int = setting(
+        1, "/readyz answers 200 only while at least this many workers are connected"
+    )
+    no_worker_grace_s: float = setting(
+        10.0,
+        "a task accepted while no worker is connected fails 503 no_workers after this long "
+        "if still none is (0: wait for the task's deadline)",
+    )
     reject_without_workers: bool = setting(
         False, "answer 503 at once when no worker is connected instead of queueing"
     )
@@ -132,6 +162,9 @@ class Config:
             raise ValueError(f"policy must be one of {POLICIES}, not {self.policy!r}")
         if self.max_queue < 1:
             raise ValueError("max_queue must be >= 1")
+        for name in ("max_results", "max_result_bytes", "max_queued_bytes", "max_caller_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         if self.task_timeout_s <= 0:

@@ -19,6 +19,7 @@ from dispatcher.errors import (
     AttemptsExhausted,
     DeadlineExceeded,
     DispatcherError,
+    NoWorkers,
     ShuttingDown,
     TaskFailed,
 )
@@ -54,7 +55,7 @@ class Core:
         self.observers = list(observers)
         self.registry = Registry()
         self.queue = TaskQueue()
-        self.results = ResultStore(ttl_s=config.result_ttl_s)
+        self.results = ResultStore(config.result_ttl_s, config.max_results, config.max_result_bytes)
         self.estimates = LabelEstimates()
         self.demand = DemandModel(config.demand_time_constant_s, config.target_utilisation)
         self.policy = make_policy(
@@ -94,8 +95,27 @@ class Core:
             return
         self._record_demand(task.label, now)
         self._apply(task, self.policy.place(task, now), front=False)
+        self._watch_for_no_worker(task, now)
         if self.config.preload:
             self._preload(task.label, now)
+
+    def _watch_for_no_worker(self, task: TaskRecord, now: float) -> None:
+        """With no worker connected, answer 503 after `no_worker_grace_s` rather than at the
+        deadline (docs/architecture.md §3.7). Restored tasks wait: after a restart their
+        workers need a moment to come back."""
+        grace = self.config.no_worker_grace_s
+        if self.registry.workers or task.restored or task.state is not TaskState.QUEUED:
+            return
+        if 0 < grace and now + grace < task.deadline:
+            self.timers.call_later(grace, self._on_no_worker_grace, task)
+
+    def _on_no_worker_grace(self, task: TaskRecord) -> None:
+        if task.state is TaskState.QUEUED and not self.registry.workers:
+            grace = self.config.no_worker_grace_s
+            error = NoWorkers(
+                f"no worker connected within {grace:g}s", retry_after_s=self.config.retry_after_s
+            )
+            self.fail(task, error)
 
     def hold(self, task: TaskRecord, grace_s: float = HOLD_GRACE_S) -> None:
         """Take a restored task that `task.worker_id` was running when the old dispatcher died
@@ -465,6 +485,17 @@ class Core:
         record.failures = max(0, self.config.breaker_failures - 1)
         self.registry.set_state(worker_id, WorkerState.READY)
         self._fill(worker_id, self.clock.monotonic())
+
+    def reload(self, label: str, version: str) -> list[str]:
+        """A new version of `label` was published (or rolled back to): tell every worker
+        holding it to load that version (`Reload`); the ids of the workers told."""
+        told = []
+        for worker_id in sorted(self.registry.holders(label)):
+            link = self.links.get(worker_id)
+            if link is not None:
+                link.send(pb.DispatcherMessage(reload=pb.Reload(label=label, version=version)))
+                told.append(worker_id)
+        return told
 
     def _send_cancel(self, task: TaskRecord, reason: str) -> None:
         worker_id = task.worker_id or ""

@@ -14,11 +14,12 @@ Exception tree::
     ├── PayloadTooLarge (413 payload_too_large)
     ├── NotFound (404 not_found: no such route)
     │   ├── TaskNotFound (404 task_not_found)
-    │   └── ModelNotFound (404 model_not_found: /v1 asked for a label no worker has)
+    │   └── ModelNotFound (404 model_not_found: a label not in the model catalogue)
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── DuplicateTask (409 duplicate_task)
     │   └── TaskIdConflict (409 task_id_conflict: the id is in use with another body)
     ├── TaskCancelled (409 task_cancelled: DELETE /tasks/{id} answered it)
+    │   └── CallerGone (409 caller_gone: the /run-task caller disconnected before the answer)
     ├── QueueFull (429 queue_full, Retry-After)
     ├── CallerBusy (429 caller_busy, Retry-After)
     ├── Unavailable (503 unavailable, Retry-After)
@@ -29,6 +30,7 @@ Exception tree::
     │   └── StoreFailed (503 store_failed: the state database cannot be written)
     ├── UpstreamError (502 upstream_error)
     │   ├── TaskFailed (502 task_failed; status chosen from the worker's error code)
+    │   ├── ModelLoadFailed (502 model_load_failed: its load failed lately; not tried again)
     │   └── UploaderUnreachable (502 uploader_unreachable)
     └── DeadlineExceeded (504 deadline_exceeded)
 
@@ -162,7 +164,7 @@ class TaskNotFound(NotFound):
 
 
 class ModelNotFound(NotFound):
-    """No worker has a model with this label (the OpenAI-compatible API's 404)."""
+    """No model has this label (not in the catalogue, or no worker has it); with a hint."""
 
     code = "model_not_found"
 
@@ -192,6 +194,13 @@ class TaskCancelled(DispatcherError):
 
     status = 409
     code = "task_cancelled"
+
+
+class CallerGone(TaskCancelled):
+    """The synchronous caller disconnected before its task finished: the task was cancelled
+    (its worker is sent Cancel) instead of running for nobody."""
+
+    code = "caller_gone"
 
 
 class QueueFull(DispatcherError):
@@ -273,6 +282,13 @@ class TaskFailed(UpstreamError):
     @property
     def http_status(self) -> int:
         return self.STATUS_BY_WORKER_CODE.get(self.worker_code, self.status)
+
+
+class ModelLoadFailed(UpstreamError):
+    """The model failed to load lately; answered at once, without a worker, until the
+    catalogue forgets the failure or a new version is published (Retry-After)."""
+
+    code = "model_load_failed"
 
 
 class UploaderUnreachable(UpstreamError):

@@ -48,6 +48,7 @@ class Persistence(NullObserver):
             task.label,
             task.parameters_json,
             task.deadline_unix_ms,
+            task.owner,
         )
         task.persisted = True
 
@@ -64,7 +65,9 @@ class Persistence(NullObserver):
         if not task.persisted or isinstance(task.error, ShuttingDown):
             # Not ours, or left "queued" in the database on purpose: the next start runs it.
             return
-        self._write(self._finish, task.task_id, task.state.value, task.answer_json())
+        # The row keeps the parameters' digest, not the parameters (dropped at the finish).
+        digest = task.parameters_digest or None
+        self._write(self._finish, task.task_id, task.state.value, task.answer_json(), digest)
 
     def _write(self, write: Callable[..., None], task_id: str, *args: Any) -> None:
         """Run `write(task_id, *args)` on the writer thread, in order, logging a failure."""
@@ -79,8 +82,10 @@ class Persistence(NullObserver):
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
 
-    def _finish(self, task_id: str, state: str, answer: dict[str, object]) -> None:
-        self.store.finish(task_id, state, answer)
+    def _finish(
+        self, task_id: str, state: str, answer: dict[str, object], digest: str | None
+    ) -> None:
+        self.store.finish(task_id, state, answer, digest)
         if self.store.writes % EXPIRE_EVERY_WRITES == 0:
             self.store.expire(self.result_ttl_s)
 

@@ -17,14 +17,22 @@ it can take it (a worker ignores a task id it is already running, so its one run
 it), else to the queue. A task queued again with no worker on record (a row written before the
 dispatch was) still takes a buffered result that arrives while it waits in the queue
 (`claim_restored`).
+
+A row that cannot be read back (a value of the wrong type, an answer that is not JSON) is
+quarantined (`TaskStore.quarantine`, an ERROR naming the task and why) and the good rows are
+restored: one bad row must not stop the dispatcher from starting.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
 
 from dispatcher.store import StoredTask, TaskStore
 from dispatcher.tasks import ResultStore, TaskQueue, TaskRecord, TaskState
+
+log = logging.getLogger("dispatcher.recovery")
 
 
 @dataclass
@@ -36,20 +44,29 @@ class RecoveryPlan:
     held: list[TaskRecord] = field(default_factory=list)
     expired: list[TaskRecord] = field(default_factory=list)
     finished: list[TaskRecord] = field(default_factory=list)
+    #: Rows moved to the quarantine table: (task id as stored, why).
+    quarantined: list[tuple[object, str]] = field(default_factory=list)
 
 
 def plan_recovery(
     store: TaskStore, result_ttl_s: float, now: float, now_unix: float
 ) -> RecoveryPlan:
-    """Read `store` (expired rows deleted first) into a plan; `now` is the core's clock."""
+    """Read `store` (expired rows deleted first) into a plan; `now` is the core's clock.
+    Rows that cannot be read back are quarantined and left out."""
     store.expire(result_ttl_s, now_unix)
     plan = RecoveryPlan()
-    for row in store.load():
-        task = _task_of(row, now, now_unix)
+    rows, bad = store.load_checked()
+    for row_bad in bad:
+        _quarantine(store, plan, row_bad.rowid, row_bad.task_id, row_bad.reason)
+    for row in rows:
+        try:
+            task = _task_of(row, now, now_unix)
+            if row.finished:
+                _restore_finished(task, row, now, now_unix)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            _quarantine(store, plan, row.rowid, row.task_id, f"cannot be restored: {exc!r}")
+            continue
         if row.finished:
-            state = TaskState.COMPLETED if row.state == "completed" else TaskState.FAILED
-            task.restore_answer(state, row.answer or {})
-            task.finished_at = now - (now_unix - (row.finished_unix or now_unix))
             plan.finished.append(task)
         elif task.deadline <= now:
             plan.expired.append(task)
@@ -59,6 +76,18 @@ def plan_recovery(
         else:
             plan.requeue.append(task)
     return plan
+
+
+def _quarantine(
+    store: TaskStore, plan: RecoveryPlan, rowid: int, task_id: object, reason: str
+) -> None:
+    log.error(
+        "state database: task %r cannot be restored (%s); moved to the quarantine table",
+        task_id,
+        reason,
+    )
+    store.quarantine(rowid, reason)
+    plan.quarantined.append((task_id, reason))
 
 
 def _task_of(row: StoredTask, now: float, now_unix: float) -> TaskRecord:
@@ -74,7 +103,21 @@ def _task_of(row: StoredTask, now: float, now_unix: float) -> TaskRecord:
         enqueued_at=now,
         persisted=True,
         restored=True,
+        owner=row.owner,
+        parameters_digest=row.parameters_digest or "",
     )
+
+
+def _restore_finished(task: TaskRecord, row: StoredTask, now: float, now_unix: float) -> None:
+    """Fill a finished row's answer in; raises when the answer does not fit its shape."""
+    state = TaskState.COMPLETED if row.state == "completed" else TaskState.FAILED
+    answer = row.answer or {}
+    task.restore_answer(state, answer)
+    if state is TaskState.COMPLETED and not isinstance(task.timings_ms, dict):
+        raise ValueError("timings_ms is not an object")
+    task.finished_at = now - (now_unix - (row.finished_unix or now_unix))
+    done = answer.get("completed") if state is TaskState.COMPLETED else None
+    task.answer_bytes = len(json.dumps(done)) if done is not None else 0
 
 
 #: How long a restored task waits for a worker that ran it and does not reconnect (workers

@@ -38,8 +38,16 @@ MAX_MODEL_ID_CHARS = 200
 #: Longest long poll of `GET /tasks/{id}?wait_s=`.
 MAX_WAIT_S = 60.0
 
+#: Longest `task_id`.
+MAX_TASK_ID_CHARS = 128
+#: A task id: letters, digits and `._~-`, starting with a letter or digit. It is a path segment
+#: of `/tasks/{id}` and a key in logs and the state database, so nothing that would need
+#: escaping (`/`, `..`, spaces, `%`) is taken.
+TASK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._~-]*$"
+
 # `\S` (re.search): at least one character that is not whitespace.
 Name = Annotated[str, Meta(min_length=1, max_length=MAX_FIELD_CHARS, pattern=r"\S")]
+TaskId = Annotated[str, Meta(min_length=1, max_length=MAX_TASK_ID_CHARS, pattern=TASK_ID_PATTERN)]
 Timeout = Annotated[float, Meta(gt=0, le=MAX_TIMEOUT_S)]
 BatchSize = Annotated[int, Meta(ge=1, le=1024)]
 ModelId = Annotated[str, Meta(min_length=1, max_length=MAX_MODEL_ID_CHARS)]
@@ -56,7 +64,17 @@ class TaskRequest(Struct, forbid_unknown_fields=True, omit_defaults=True):
     label: Annotated[
         Name, Meta(description="the model to run it with", examples=["all-MiniLM-L6-v2"])
     ]
-    task_id: Annotated[Name, Meta(description="assigned when absent")] | None = None
+    task_id: (
+        Annotated[
+            TaskId,
+            Meta(
+                description="assigned when absent; 1-128 letters, digits and `._~-`, starting"
+                " with a letter or digit; unique while its result is kept",
+                examples=["job-42"],
+            ),
+        ]
+        | None
+    ) = None
     parameters_json: Annotated[str, Meta(description="the parameters as JSON text")] | None = None
     parameters: Annotated[dict[str, Any], Meta(description="the parameters object")] | None = None
     timeout_s: (
@@ -124,6 +142,9 @@ class TaskCompleted(Struct, forbid_unknown_fields=True):
     label: str
     label_miss: Annotated[bool, Meta(description="the worker had to load the label")]
     timings_ms: dict[str, float]
+    model_version: (
+        Annotated[str, Meta(description="the model version that ran the task")] | None
+    ) = None
 
 
 class TaskAccepted(Struct, forbid_unknown_fields=True):
@@ -146,6 +167,7 @@ class TaskStatus(Struct, forbid_unknown_fields=True, omit_defaults=True):
     label: str | None = None
     label_miss: bool | None = None
     timings_ms: dict[str, float] | None = None
+    model_version: str | None = None
     error: ErrorBody | None = None
 
 
@@ -238,6 +260,19 @@ class UploadModelAnswer(Struct, forbid_unknown_fields=True):
     onnx_bytes: int
     seconds: float
     replaced: bool
+    version: Annotated[int, Meta(description="the version now current (1, 2, ...)")] = 1
+    content_hash: Annotated[str, Meta(description="sha256 of the version's model.onnx")] = ""
+
+
+class RollbackAnswer(Struct, forbid_unknown_fields=True):
+    """The uploader's answer once the previous version is current again (passed through)."""
+
+    status: Literal["success"]
+    message: str
+    model_name: str
+    version: int
+    content_hash: str
+    rolled_back_from: int
 
 
 # --- decoding ------------------------------------------------------------------------------
@@ -247,6 +282,7 @@ T = TypeVar("T")
 # msgspec's messages: "<what> - at `$.path`" (no suffix at the top level).
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _BLANK = "Expected `str` matching regex '\\\\S'"
+_BAD_TASK_ID = f"Expected `str` matching regex {TASK_ID_PATTERN!r}"
 _FIELD_NAMED = re.compile(
     r"^Object (?P<kind>missing required|contains unknown) field `(?P<name>.*)`$"
 )
@@ -355,6 +391,8 @@ def _validation_error(raw: bytes, message: str) -> DispatcherError:
         what = "is required" if named["kind"] == "missing required" else "is not a known field"
     elif what == _BLANK:
         what = "must not be blank"
+    elif what == _BAD_TASK_ID:
+        what = "must be letters, digits and ._~- only, starting with a letter or digit"
     # msgspec validates as it parses, so a body can break a rule before it is seen to be
     # malformed: check the whole of it (only on this error path) before blaming a field.
     try:

@@ -3,11 +3,17 @@
 The queue keeps one global FIFO (oldest first; the random policy uses only it) and one FIFO per
 label (the routed policy takes the oldest task of a label a freed worker holds). Both give O(1)
 push, pop and removal of any task (deadline, cancel).
+
+Memory is bounded (docs/reliability.md): a task keeps its parameters only while a worker may
+still need them (queued or running: a re-dispatch sends them again); once it finishes they are
+replaced by a digest, enough to recognise an idempotent retry. Finished results are kept
+`ttl_s`, and at most `max_results` of them and `max_bytes` in all, the oldest dropped first.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -47,6 +53,8 @@ class TaskRecord:
     dispatched_at: float = 0.0
     worker_id: str | None = None
     label_miss: bool = False
+    #: The model version the worker ran the task on ("" when its engine has none).
+    model_version: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
     result: Any = None
     #: Why the task failed, once it has (rendered by `dispatcher.errors.error_response`).
@@ -60,18 +68,34 @@ class TaskRecord:
     restored: bool = False
     #: Workers this task must not go to again (it timed out there, or was handed back).
     excluded: set[str] = field(default_factory=set)
+    #: Who may read or cancel it: the API key that submitted it (hashed); None: anyone.
+    owner: str | None = None
+    #: Size of the answer it keeps once finished (the worker's result JSON), in bytes.
+    answer_bytes: int = 0
+    #: Digest of the parameters once they are dropped (`drop_parameters`); "" while held.
+    parameters_digest: str = ""
 
     def same_request(self, task_type: str, label: str, parameters_json: str) -> bool:
         """Whether a request with this body asks for this very task (an idempotent retry).
 
         The parameters are compared as JSON values, so a retry that formats its
-        `parameters_json` differently (spacing, key order) is still the same request.
+        `parameters_json` differently (spacing, key order) is still the same request; after
+        the task finished they are compared by digest (`drop_parameters`).
         """
         if (task_type, label) != (self.task_type, self.label):
             return False
+        if self.parameters_digest:
+            return parameters_digest(parameters_json) == self.parameters_digest
         if parameters_json == self.parameters_json:
             return True
         return _canonical(parameters_json) == _canonical(self.parameters_json)
+
+    def drop_parameters(self) -> None:
+        """Forget the parameters, keeping their digest: a finished task never sends them again,
+        and a kept result must not hold its (possibly megabytes of) input for its whole TTL."""
+        if not self.parameters_digest:
+            self.parameters_digest = parameters_digest(self.parameters_json)
+        self.parameters_json = ""
 
     def to_frame(self, evict: tuple[str, ...] = ()) -> pb.Task:
         """The Task frame that sends this task to a worker."""
@@ -86,8 +110,10 @@ class TaskRecord:
         )
 
     def record_run(self, result: pb.TaskResult, now: float) -> None:
-        """Keep what the worker reported of this task's run: miss and timings."""
+        """Keep what the worker reported of this task's run: miss, timings, answer size."""
         self.label_miss = result.label_miss
+        self.model_version = result.model_version
+        self.answer_bytes = len(result.result_json) + len(result.error_message)
         self.timings_ms = {
             "queue": round((self.dispatched_at - self.enqueued_at) * 1000 + result.queue_ms, 3),
             "load": round(result.load_ms, 3),
@@ -109,6 +135,7 @@ class TaskRecord:
             self.result = done.get("result")
             self.worker_id = done.get("worker_id")
             self.label_miss = bool(done.get("label_miss"))
+            self.model_version = str(done.get("model_version") or "")
             self.timings_ms = done.get("timings_ms") or {}
         else:
             error = answer.get("error")
@@ -125,7 +152,7 @@ class TaskRecord:
 
     def completed_json(self) -> dict[str, Any]:
         """The /run-task answer of a completed task (docs/interfaces.md section 3)."""
-        return {
+        answer = {
             "task_id": self.task_id,
             "status": "completed",
             "result": self.result,
@@ -134,6 +161,9 @@ class TaskRecord:
             "label_miss": self.label_miss,
             "timings_ms": self.timings_ms,
         }
+        if self.model_version:  # engines without versions (simulated) report none
+            answer["model_version"] = self.model_version
+        return answer
 
 
 def _canonical(parameters_json: str) -> object:
@@ -142,6 +172,19 @@ def _canonical(parameters_json: str) -> object:
         return json.loads(parameters_json or "{}")
     except (ValueError, RecursionError):
         return parameters_json
+
+
+def parameters_digest(parameters_json: str) -> str:
+    """SHA-256 of the parameters as a JSON value (key order and spacing do not matter), so two
+    texts `same_request` would call equal have the same digest."""
+    value = _canonical(parameters_json)
+    text = "text:" + parameters_json  # not JSON: `_canonical` kept the text itself
+    if value is not parameters_json:
+        try:
+            text = "json:" + json.dumps(value, sort_keys=True, separators=(",", ":"))
+        except (ValueError, RecursionError):  # nested too deep to write back
+            pass
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class TaskQueue:
@@ -204,28 +247,61 @@ class TaskQueue:
         return tasks
 
 
+#: What a kept result costs besides its answer (the record, its dicts, the index entries).
+RECORD_BYTES = 1024
+
+
 @dataclass
 class ResultStore:
-    """Every known task by id: live ones, and finished ones until `ttl_s` after they finished."""
+    """Every known task by id: live ones, and finished ones until `ttl_s` after they finished.
+
+    Finished tasks are also bounded by number (`max_results`) and by the bytes of their
+    answers (`max_bytes`, each counted `answer_bytes + RECORD_BYTES`): past either, the oldest
+    finished ones are dropped first (their ids then read as unknown). 0 means no bound.
+    """
 
     ttl_s: float = 600.0
+    max_results: int = 0
+    max_bytes: int = 0
     _tasks: dict[str, TaskRecord] = field(default_factory=dict)
-    _finished: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    #: Finished tasks, oldest first: id -> (when it finished, bytes counted).
+    _finished: OrderedDict[str, tuple[float, int]] = field(default_factory=OrderedDict)
+    _bytes: int = 0
 
     def __contains__(self, task_id: object) -> bool:
         return task_id in self._tasks
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def finished_count(self) -> int:
+        """Finished tasks kept."""
+        return len(self._finished)
+
+    @property
+    def finished_bytes(self) -> int:
+        """Bytes counted for the finished tasks kept."""
+        return self._bytes
 
     def get(self, task_id: str) -> TaskRecord | None:
         return self._tasks.get(task_id)
 
     def add(self, task: TaskRecord) -> None:
-        self._finished.pop(task.task_id, None)  # a finished task's id may be reused
+        self._forget_finished(task.task_id)  # a finished task's id may be reused
         self._tasks[task.task_id] = task
 
     def finished(self, task: TaskRecord, now: float) -> None:
-        """Start the retention clock of a finished task."""
-        self._finished[task.task_id] = now
-        self._finished.move_to_end(task.task_id)
+        """Start the retention clock of a finished task; its parameters are dropped, and the
+        oldest finished tasks go when the bounds are passed."""
+        task.drop_parameters()
+        self._forget_finished(task.task_id)
+        size = task.answer_bytes + RECORD_BYTES
+        self._finished[task.task_id] = (now, size)
+        self._bytes += size
+        # The newest stays whatever its size: its caller is about to read it.
+        while len(self._finished) > 1 and self._over():
+            self._drop_oldest()
 
     def live(self, task_id: str) -> bool:
         """Whether a task with this id is queued or running (a duplicate id is refused)."""
@@ -236,12 +312,27 @@ class ResultStore:
         """Drop finished tasks older than the TTL; returns how many went."""
         dropped = 0
         while self._finished:
-            task_id, at = next(iter(self._finished.items()))
+            at, _ = next(iter(self._finished.values()))
             if now - at < self.ttl_s:
                 break
-            self._finished.popitem(last=False)
-            task = self._tasks.get(task_id)
-            if task is not None and task.state.finished:
-                del self._tasks[task_id]
+            self._drop_oldest()
             dropped += 1
         return dropped
+
+    def _over(self) -> bool:
+        return bool(
+            (self.max_results and len(self._finished) > self.max_results)
+            or (self.max_bytes and self._bytes > self.max_bytes)
+        )
+
+    def _drop_oldest(self) -> None:
+        task_id, (_, size) = self._finished.popitem(last=False)
+        self._bytes -= size
+        task = self._tasks.get(task_id)
+        if task is not None and task.state.finished:
+            del self._tasks[task_id]
+
+    def _forget_finished(self, task_id: str) -> None:
+        kept = self._finished.pop(task_id, None)
+        if kept is not None:
+            self._bytes -= kept[1]
