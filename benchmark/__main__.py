@@ -165,6 +165,7 @@ class DemoArgs:
         2, "workers in the cluster", env=("BENCHMARK_DEMO_WORKERS", "NUM_WORKERS")
     )
     keep_running: bool = setting(False, "stay up until Ctrl-C")
+    keep_run_dir: bool = setting(False, "keep the temporary run directory (logs, models)")
     dispatcher_port: int = setting(
         0,
         "port of the dispatcher; 0: a free one",
@@ -423,6 +424,7 @@ def _cmd_demo(args: DemoArgs) -> int:
         DemoConfig(
             workers=args.workers,
             keep_running=args.keep_running,
+            keep_run_dir=args.keep_run_dir,
             engine=args.engine,
             run_dir=args.run_dir,
             ready_timeout_s=args.ready_timeout_s,

@@ -6,14 +6,25 @@ uploads sentence-transformers/all-MiniLM-L6-v2 through the dispatcher's
 the answer (384-dimensional unit vectors), prints the request, the answer and
 curl examples, then exits 0, or stays up with `--keep-running` until Ctrl-C. Any
 failing step raises DemoError with the log tail of every process.
+
+SIGINT and SIGTERM to the demo's process stop it at any point: the cluster is stopped (each
+process SIGTERM, then SIGKILL after its deadline) and the demo says so. Its run directory (logs,
+the model repository) is a new temporary one unless `--run-dir` names one; a temporary one is
+removed at the end unless `--keep-run-dir` is given or the demo failed (its logs then explain
+why), and the demo prints which happened.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import signal
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +48,7 @@ class DemoConfig:
 
     workers: int = 2
     keep_running: bool = False
+    keep_run_dir: bool = False
     engine: str = "triton"
     run_dir: Path | None = None
     ready_timeout_s: float = 180.0
@@ -146,9 +158,59 @@ def _demo_steps(cluster: LocalCluster, cfg: DemoConfig) -> None:
     print(_curl_examples(base, label))
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived: stop the demo (the cluster is stopped on the way out)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM raise `Interrupted` once (whatever the demo is doing), and set the event;
+    a second one while the cluster stops is only acknowledged, so the stop completes."""
+    stopping = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if stopping.is_set():
+            print(f"==> {signal.Signals(signum).name}: already stopping", flush=True)
+            return
+        stopping.set()
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stopping
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def run_demo(cfg: DemoConfig) -> int:
-    """Run the demo; 0 on success, DemoError (with log tails) on any failure."""
+    """Run the demo; 0 on success (and when stopped after it passed with --keep-running),
+    128 + the signal when stopped before it passed, DemoError (with log tails) on a failure."""
+    temporary = cfg.run_dir is None
     run_dir = cfg.run_dir or Path(tempfile.mkdtemp(prefix="smartrouting-demo-"))
+    failed = True
+    try:
+        with stop_on_signals():
+            code = _run_demo(cfg, run_dir)
+        failed = False
+        return code
+    except Interrupted as stop:
+        failed = False
+        step(f"stopped by {stop} before the demo passed")
+        return 128 + stop.signum
+    finally:
+        if temporary and not failed and not cfg.keep_run_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            step(f"removed the run directory {run_dir} (--keep-run-dir keeps it)")
+        else:
+            step(f"run directory kept: {run_dir}")
+
+
+def _run_demo(cfg: DemoConfig, run_dir: Path) -> int:
     repo = run_dir / "models"
     repo.mkdir(parents=True, exist_ok=True)
     step(f"run directory {run_dir} (logs, model repository)")
@@ -170,21 +232,30 @@ def run_demo(cfg: DemoConfig) -> int:
     cluster = LocalCluster(cluster_cfg)
     try:
         with cluster:
-            step(f"cluster ready: dispatcher {cluster.base_url}, uploader {cluster.uploader_url}")
+            passed = False
             try:
-                _demo_steps(cluster, cfg)
-            except DemoError as exc:
-                raise DemoError(f"{exc}\n\nlog tails:\n{cluster.log_tails()}") from exc
-            if cfg.keep_running:
-                step("running; press Ctrl-C to stop")
+                urls = f"dispatcher {cluster.base_url}, uploader {cluster.uploader_url}"
+                step(f"cluster ready: {urls}")
                 try:
+                    _demo_steps(cluster, cfg)
+                except DemoError as exc:
+                    raise DemoError(f"{exc}\n\nlog tails:\n{cluster.log_tails()}") from exc
+                passed = True
+                step("demo passed")
+                if cfg.keep_running:
+                    page = f"{cluster.base_url}/dashboard"
+                    step(f"running (status page {page}); press Ctrl-C to stop")
                     while True:
                         cluster.check_alive()
                         time.sleep(1.0)
-                except KeyboardInterrupt:
-                    pass  # Ctrl-C (or SIGTERM) is how --keep-running is meant to end
-            step("stopping the cluster")
+            except Interrupted as stop:
+                if not passed:
+                    raise
+                # Ctrl-C (or SIGTERM) is how --keep-running is meant to end.
+                step(f"{stop}: stopping the cluster")
+            else:
+                step("stopping the cluster")
     except ClusterError as exc:
         raise DemoError(f"the cluster failed: {exc}") from exc
-    step("demo passed")
+    step("cluster stopped")
     return 0

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 
 from dispatcher.config import config_from_args, open_workers_refusal
 from dispatcher.server import DispatcherServer, absorb_exit_signals, tune_garbage_collector
+from smartrouting.logs import configure_logging
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -17,9 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if refusal is not None:
         print(f"python -m dispatcher: error: {refusal}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(config.log_level, config.log_format)
     server = DispatcherServer(config)
     absorb_exit_signals()
     tune_garbage_collector()

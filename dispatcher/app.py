@@ -197,7 +197,8 @@ def create_app(config: Config | None = None) -> Starlette:
                 "no uploader configured (--uploader-url / DISPATCHER_UPLOADER_URL)",
                 retry_after_s=config.retry_after_s,
             )
-        name = request.path_params["name"]
+        # Quoted: the uploader judges the name (422), whatever characters it has.
+        name = quote(request.path_params["name"], safe="")
         return await to_uploader(request, f"/models/{name}/rollback", b"{}")
 
     async def to_uploader(request: Request, path: str, raw: bytes) -> Response:

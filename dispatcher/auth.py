@@ -7,8 +7,9 @@
   `Authorization: Bearer <key>` or `X-API-Key: <key>`; without a valid key: 401.
 - `/upload-model` takes only `SMARTROUTING_ADMIN_KEY` when it is set: 401 without a key, 403
   with a valid API key that is not the admin key. The admin key is accepted everywhere.
-- `/health`, `/openapi.json` and `/docs` stay open for probes; `/metrics` and `/stats` need a
-  key like the rest (a Prometheus scrape sends one as a bearer token).
+- `/health`, `/livez`, `/readyz`, `/openapi.json`, `/docs` and the status page's HTML
+  (`/dashboard`) stay open; `/metrics`, `/stats` and `/status.json` need a key like the rest
+  (a Prometheus scrape sends one as a bearer token).
 
 Secrets are compared with `hmac.compare_digest` (constant time in the secret's content).
 """
@@ -24,9 +25,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dispatcher.errors import DispatcherError, Forbidden, Unauthorized, render_error
 
-#: Paths that never ask for a key (probes and the API description). /metrics and /stats name
-#: every caller's labels, so they need a key like the rest when keys are configured.
-OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs"})
+#: Paths that never ask for a key (probes, the API description, the status page's HTML, which
+#: holds no data). /metrics, /stats and /status.json name every caller's labels, so they need
+#: a key like the rest when keys are configured.
+OPEN_PATHS = frozenset(
+    {"/health", "/livez", "/readyz", "/openapi.json", "/docs", "/", "/dashboard"}
+)
 #: Paths that need the admin key when one is set.
 ADMIN_PATHS = frozenset({"/upload-model"})
 
@@ -93,7 +97,10 @@ class AuthSettings:
             return
         secret = presented_secret(headers)
         is_admin = bool(self.admin_key) and matches(secret, (self.admin_key or "",))
-        if path in ADMIN_PATHS and self.admin_key:
+        admin_only = path in ADMIN_PATHS or (
+            path.startswith("/models/") and path.endswith("/rollback")
+        )
+        if admin_only and self.admin_key:
             if is_admin:
                 return
             if secret is None:

@@ -1,24 +1,46 @@
-"""Prometheus metrics of one dispatcher, in a registry of its own (one per app instance)."""
+"""Prometheus metrics of one dispatcher, in a registry of its own (one per app instance).
+
+Label values are bounded: `label` comes from tasks, `worker` only from connected workers (the
+per-worker gauges are read from the registry at scrape time, so a worker that left has no
+series), `route` is the route's template (`/tasks/{task_id}`), never the raw path, and
+`status` an HTTP status code. The process's own metrics (CPU, memory, open files) are in the
+same registry.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from dispatcher.registry import WorkerRecord
 
 # The `_created` series repeat every counter with the same help text and nothing a dashboard
 # needs (process start time covers it).
 disable_created_metrics()
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "WorkerCollector"]
+
+#: Seconds a worker took to load a label (a model into Triton: from 0.1 s to minutes).
+LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+#: Seconds an HTTP request took (/run-task includes its task's whole run).
+HTTP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+WORKER_STATES = ("ready", "suspended", "draining", "gone")
 
 
 @dataclass
@@ -125,6 +147,92 @@ class Metrics:
             registry=r,
         )
 
+        self.model_load_seconds = Histogram(
+            "smartrouting_model_load_seconds",
+            "Time workers took to load a label for a task (label misses), by label.",
+            ["label"],
+            buckets=LOAD_BUCKETS,
+            registry=r,
+        )
+        self.model_evictions = Counter(
+            "smartrouting_model_evictions",
+            "Labels workers unloaded to make room for another, by the label evicted.",
+            ["label"],
+            registry=r,
+        )
+        self.worker_joins = Counter(
+            "smartrouting_worker_joins",
+            "Workers that connected and said Hello (a reconnect counts again).",
+            registry=r,
+        )
+        self.worker_leaves = Counter(
+            "smartrouting_worker_leaves",
+            "Worker connections that ended (a graceful stop, a crash or a network cut).",
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "smartrouting_http_requests",
+            "HTTP requests answered, by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "smartrouting_http_request_duration_seconds",
+            "Time from an HTTP request's arrival to its answer, by route template.",
+            ["route"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+        # The default registry has these; ours is per app, so they are added here.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+    def watch_workers(self, workers: Callable[[], Iterable[WorkerRecord]]) -> None:
+        """Per-worker gauges, read from `workers()` at every scrape."""
+        self.registry.register(WorkerCollector(workers))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class WorkerCollector(Collector):
+    """Per-worker gauges of the connected workers, read when scraped (no stale series)."""
+
+    def __init__(self, workers: Callable[[], Iterable[WorkerRecord]]) -> None:
+        self._workers = workers
+
+    def collect(self) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "smartrouting_worker_state",
+            "1 for the state a connected worker is in (ready, suspended, draining), else 0.",
+            labels=["worker", "state"],
+        )
+        slots = GaugeMetricFamily(
+            "smartrouting_worker_slots", "Tasks a worker runs at once.", labels=["worker"]
+        )
+        busy = GaugeMetricFamily(
+            "smartrouting_worker_slots_busy", "Tasks running on a worker now.", labels=["worker"]
+        )
+        capacity = GaugeMetricFamily(
+            "smartrouting_worker_capacity",
+            "Labels a worker can hold loaded at once.",
+            labels=["worker"],
+        )
+        held = GaugeMetricFamily(
+            "smartrouting_worker_labels",
+            "Labels a worker holds (loaded or loading).",
+            labels=["worker"],
+        )
+        for w in list(self._workers()):
+            for name in WORKER_STATES:
+                state.add_metric([w.worker_id, name], 1.0 if w.state.value == name else 0.0)
+            slots.add_metric([w.worker_id], w.slots)
+            busy.add_metric([w.worker_id], len(w.in_flight))
+            capacity.add_metric([w.worker_id], w.capacity)
+            held.add_metric([w.worker_id], len(w.labels))
+        yield from (state, slots, busy, capacity, held)
+
+    def describe(self) -> Iterator[Metric]:
+        # Nothing to describe ahead of a scrape; registering must not call collect().
+        return iter(())

@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dispatcher.catalogue import ModelCatalogue, ModelEntry
 from dispatcher.openai_api import EmbeddingsAnswer, EmbeddingsRequest, ModelList, OpenAIError
+from dispatcher.probes import Liveness, Readiness
 from dispatcher.schemas import (
     ErrorBody,
     Health,
     Labels,
+    RollbackAnswer,
     Stats,
     TaskAccepted,
     TaskCompleted,
@@ -163,6 +166,17 @@ _TASK_ERRORS = (
     ),
 )
 
+_MODEL_EXAMPLE = {
+    "name": "all-MiniLM-L6-v2",
+    "version": None,
+    "published": False,
+    "servable_by": 2,
+    "loaded_on": ["worker-1"],
+    "load_ms": 480.0,
+    "run_ms": 11.0,
+    "load_failed": False,
+}
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "get",
@@ -171,6 +185,97 @@ OPERATIONS: tuple[Operation, ...] = (
         "Answers while the process serves HTTP.",
         "meta",
         (Answer("200", "Alive.", Health, {"ok": {"message": "OK"}}),),
+    ),
+    Operation(
+        "get",
+        "/livez",
+        "Liveness probe",
+        "200 while the process's event loop answers (Kubernetes livenessProbe).",
+        "meta",
+        (Answer("200", "Alive.", Liveness, {"ok": {"status": "alive"}}),),
+    ),
+    Operation(
+        "get",
+        "/readyz",
+        "Readiness probe",
+        "200 while the dispatcher can run tasks: at least `--ready-min-workers` (1) workers "
+        "connected and not shutting down; else 503 with the reason and `Retry-After` "
+        "(Kubernetes readinessProbe).",
+        "meta",
+        (
+            Answer(
+                "200",
+                "Ready.",
+                Readiness,
+                {"ready": {"status": "ready", "workers": 2, "ready_min_workers": 1}},
+            ),
+            Answer(
+                "503",
+                "Not ready (see Retry-After).",
+                Readiness,
+                {
+                    "no_workers": {
+                        "status": "not_ready",
+                        "workers": 0,
+                        "ready_min_workers": 1,
+                        "detail": "0 of the 1 workers needed are connected",
+                    }
+                },
+            ),
+        ),
+    ),
+    Operation(
+        "get",
+        "/dashboard",
+        "Live status page",
+        "An HTML page (no data in it; `/` redirects here) that polls /status.json every "
+        "second: workers, labels, queue, recent tasks.",
+        "meta",
+        (
+            Answer(
+                "200",
+                "The page.",
+                None,
+                {"page": "<!doctype html><html>...</html>"},
+                media_type="text/html",
+            ),
+        ),
+    ),
+    Operation(
+        "get",
+        "/status.json",
+        "Live status",
+        "What the status page shows: workers (state, slots busy, labels), labels (copies, "
+        "demand per second, queued, hit rate), queue depth, totals and the last 50 tasks.",
+        "meta",
+        (
+            Answer(
+                "200",
+                "The status.",
+                dict[str, Any],
+                {
+                    "idle": {
+                        "dispatcher_id": "5d1c0f9ab2e4",
+                        "policy": "routed",
+                        "uptime_s": 12.5,
+                        "accepting": True,
+                        "queue_depth": 0,
+                        "in_flight": 0,
+                        "totals": {
+                            "submitted": 0,
+                            "completed": 0,
+                            "failed": 0,
+                            "hits": 0,
+                            "misses": 0,
+                            "hit_rate": None,
+                        },
+                        "workers": [],
+                        "labels": [],
+                        "recent_tasks": [],
+                    }
+                },
+            ),
+        ),
     ),
     Operation(
         "get",
@@ -229,6 +334,105 @@ OPERATIONS: tuple[Operation, ...] = (
                 Labels,
                 {"two": {"all-MiniLM-L6-v2": ["worker-1", "worker-2"]}},
             ),
+        ),
+    ),
+    Operation(
+        "get",
+        "/models",
+        "The model catalogue",
+        "Every model known by name: declared by a connected worker (its repository) or "
+        "published through `/upload-model`; where it is loaded and its learned costs. A task "
+        "for a label outside the catalogue is answered 404 at once (dispatcher.catalogue).",
+        "workers",
+        (
+            Answer(
+                "200",
+                "The models.",
+                ModelCatalogue,
+                {"one": {"models": [_MODEL_EXAMPLE]}},
+            ),
+        ),
+    ),
+    Operation(
+        "get",
+        "/models/{name}",
+        "One model of the catalogue",
+        "The catalogue's entry of one model.",
+        "workers",
+        (
+            Answer("200", "The model.", ModelEntry, {"one": _MODEL_EXAMPLE}),
+            error(
+                "404",
+                "No model has this name.",
+                "model_not_found",
+                "no model 'all-MiniLM-L6'; did you mean 'all-MiniLM-L6-v2'?",
+            ),
+        ),
+        parameters=(
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "description": "the model's label",
+                "schema": {"type": "string"},
+            },
+        ),
+    ),
+    Operation(
+        "post",
+        "/models/{name}/rollback",
+        "Make the previous version of a model current",
+        "Forwarded to the uploader, which points the model's configs at the newest version "
+        "older than the current one; every worker holding the model is then told to load it "
+        "(`Reload`). Tasks already running finish on the version they started on.",
+        "admin",
+        (
+            Answer(
+                "200",
+                "Rolled back.",
+                RollbackAnswer,
+                {
+                    "one": {
+                        "status": "success",
+                        "message": "all-MiniLM-L6-v2 rolled back from version 2 to version 1",
+                        "model_name": "all-MiniLM-L6-v2",
+                        "version": 1,
+                        "content_hash": "sha256:9f2c...",
+                        "rolled_back_from": 2,
+                    }
+                },
+            ),
+            error("404", "No model has this name.", "model_not_found", "no published model"),
+            error(
+                "409",
+                "No version older than the current one is left.",
+                "no_previous_version",
+                "all-MiniLM-L6-v2 has no version older than 1",
+            ),
+            Answer(
+                "4XX", "Another refusal of the uploader (an invalid name: 422), passed through."
+            ),
+            error(
+                "502",
+                "The uploader did not answer.",
+                "uploader_unreachable",
+                "uploader at http://uploader:8000: ConnectError",
+            ),
+            error(
+                "503",
+                "No uploader is configured.",
+                "uploader_not_configured",
+                "no uploader configured",
+            ),
+        ),
+        parameters=(
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "description": "the model's label",
+                "schema": {"type": "string"},
+            },
         ),
     ),
     Operation(
@@ -375,6 +579,8 @@ OPERATIONS: tuple[Operation, ...] = (
                         "onnx_bytes": 133093467,
                         "seconds": 41.2,
                         "replaced": False,
+                        "version": 1,
+                        "content_hash": "sha256:9f2c...",
                     }
                 },
             ),

@@ -47,6 +47,9 @@ def uvicorn_config(app: Any, config: Config, **overrides: Any) -> uvicorn.Config
         # Frames are small protobuf; compression costs CPU on both sides for nothing.
         "ws_per_message_deflate": False,
         "timeout_graceful_shutdown": config.shutdown_timeout_s + 5,
+        # Logging is `smartrouting.logs`' (one format for uvicorn's lines and ours); the
+        # access log is `dispatcher.access`, with the route template and the duration.
+        "log_config": None,
         "access_log": False,
     }
     options.update(overrides)

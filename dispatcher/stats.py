@@ -3,11 +3,12 @@
 `Stats` is a `CoreObserver` (docs/architecture.md §3.3): the core tells it what happened and it
 counts, so the core never touches a counter or a metric and `/stats` and `/metrics` read one
 source. Gauges (queue depth, tasks in flight, workers) are read from the core when scraped.
+What happened is logged by `dispatcher.event_log`, not here.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dispatcher.interfaces import NullObserver
@@ -16,8 +17,6 @@ from dispatcher.registry import Registry, WorkerRecord, WorkerState
 from dispatcher.routing import Decision, Dispatch, Preload
 from dispatcher.tasks import TaskQueue, TaskRecord, TaskState
 from proto import smartrouting_pb2 as pb
-
-log = logging.getLogger("dispatcher")
 
 
 @dataclass
@@ -59,9 +58,14 @@ class Counters:
 class Stats(NullObserver):
     """Counts what the core reports; feeds /stats and Prometheus."""
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, metrics: Metrics | None = None, label_key: Callable[[str], str] = str
+    ) -> None:
         self.metrics = metrics or Metrics()
         self.counters = Counters()
+        #: The metric label value and /stats key of a label: the model catalogue's
+        #: `metric_label` keeps labels outside the catalogue out (bounded cardinality).
+        self.label_key = label_key
 
     def watch(self, registry: Registry, queue: TaskQueue, running: dict[str, TaskRecord]) -> None:
         """Gauges read the core's state when scraped instead of being set on every change."""
@@ -71,10 +75,11 @@ class Stats(NullObserver):
         self.metrics.workers_suspended.set_function(
             lambda: sum(w.state is WorkerState.SUSPENDED for w in registry.workers.values())
         )
+        self.metrics.watch_workers(lambda: registry.workers.values())
 
     def task_rejected(self, label: str) -> None:
         """Admission refused a task (queue full)."""
-        self.metrics.tasks.labels(label, "rejected").inc()
+        self.metrics.tasks.labels(self.label_key(label), "rejected").inc()
 
     def task_accepted(self, task: TaskRecord) -> None:
         self.counters.submitted += 1
@@ -86,7 +91,7 @@ class Stats(NullObserver):
 
     def preload_sent(self, preload: Preload) -> None:
         self.counters.preloads += 1
-        self.metrics.preloads.labels(preload.label).inc()
+        self.metrics.preloads.labels(self.label_key(preload.label)).inc()
 
     def task_redispatched(self, task: TaskRecord) -> None:
         self.counters.redispatched += 1
@@ -94,17 +99,18 @@ class Stats(NullObserver):
 
     def task_finished(self, task: TaskRecord, now: float) -> None:
         self.metrics.task_latency.observe(now - task.submitted_at)
+        label = self.label_key(task.label)
         if task.state is not TaskState.COMPLETED:
             self.counters.failed += 1
             code = task.error.code if task.error is not None else "failed"
-            self.metrics.tasks.labels(task.label, code).inc()
+            self.metrics.tasks.labels(label, code).inc()
             return
         # Hits, misses and times count completed tasks only: a failed task (an unknown model,
         # a bad parameter) neither hit nor missed anything a caller got.
         c = self.counters
         c.completed += 1
-        self.metrics.tasks.labels(task.label, "completed").inc()
-        per_label = c.per_label.setdefault(task.label, LabelStats())
+        self.metrics.tasks.labels(label, "completed").inc()
+        per_label = c.per_label.setdefault(label, LabelStats())
         per_worker = c.per_worker.get(task.worker_id or "")
         load_ms, run_ms = task.timings_ms.get("load", 0.0), task.timings_ms.get("run", 0.0)
         c.load_ms_total += load_ms
@@ -117,18 +123,22 @@ class Stats(NullObserver):
             c.misses += 1
             per_label.misses += 1
             per_label.load_ms_total += load_ms
-            self.metrics.label_misses.labels(task.label).inc()
+            self.metrics.label_misses.labels(label).inc()
             if per_worker is not None:
                 per_worker.misses += 1
         else:
             c.hits += 1
-            self.metrics.label_hits.labels(task.label).inc()
+            self.metrics.label_hits.labels(label).inc()
 
     def result_observed(
         self, record: WorkerRecord | None, label: str, result: pb.TaskResult
     ) -> None:
+        label = self.label_key(label)
         if result.label_miss:  # a load happened, whatever became of the task
             self.metrics.model_loads.labels(label).inc()
+            self.metrics.model_load_seconds.labels(label).observe(result.load_ms / 1000.0)
+        for evicted in result.labels_evicted:
+            self.metrics.model_evictions.labels(self.label_key(evicted)).inc()
 
     def late_result(self, worker_id: str, task_id: str) -> None:
         self.counters.late_results += 1
@@ -136,26 +146,14 @@ class Stats(NullObserver):
 
     def worker_joined(self, record: WorkerRecord) -> None:
         self.counters.per_worker[record.worker_id] = WorkerStats()
-        log.info(
-            "worker %s joined: capacity %d slots %d labels %s",
-            record.worker_id,
-            record.capacity,
-            record.slots,
-            sorted(record.labels),
-        )
+        self.metrics.worker_joins.inc()
 
     def worker_left(self, record: WorkerRecord) -> None:
         self.counters.per_worker.pop(record.worker_id, None)
-        log.info("worker %s left with %d tasks running", record.worker_id, len(record.in_flight))
+        self.metrics.worker_leaves.inc()
 
     def worker_suspended(self, record: WorkerRecord, why: str) -> None:
         self.metrics.worker_suspensions.inc()
-        log.warning(
-            "worker %s suspended after %d failures in a row (last: %s)",
-            record.worker_id,
-            record.failures,
-            why,
-        )
 
     def worker(self, worker_id: str) -> WorkerStats:
         """The totals of a connected worker (zeros for one not seen)."""

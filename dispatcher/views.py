@@ -13,7 +13,11 @@ def stats_json(d: Dispatcher) -> dict[str, Any]:
     """The /stats answer (docs/interfaces.md section 3)."""
     c, core = d.stats.counters, d.core
     per_label: dict[str, Any] = {}
-    for label in sorted(set(c.per_label) | set(core.queue.labels())):
+    # Only catalogue labels are keys (dispatcher.catalogue): junk labels cannot grow /stats.
+    queued_labels = {
+        label for label in core.queue.labels() if d.catalogue.metric_label(label) == label
+    }
+    for label in sorted(set(c.per_label) | queued_labels):
         s = c.per_label.get(label, LabelStats())
         per_label[label] = {
             "completed": s.completed,

@@ -54,7 +54,10 @@ def test_demo_uploads_embeds_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert "checked: 2 embeddings of 384 floats" in out
     assert '"label_miss": true' in out  # the first call really loaded the model
     assert "second call: worker" in out and "label miss False" in out
-    assert "curl -X POST" in out and out.rstrip().endswith("demo passed")
+    assert "curl -X POST" in out and "demo passed" in out
+    # Ctrl-C stops the cluster and says so; a run directory it was given is kept.
+    assert "SIGINT: stopping the cluster" in out and "cluster stopped" in out
+    assert out.rstrip().endswith(f"run directory kept: {tmp_path}")
     # The workers went through their own shutdown (SIGTERM), not a kill.
     for worker in ("w-0", "w-1"):
         assert (

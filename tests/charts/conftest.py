@@ -30,7 +30,11 @@ FULL_VALUES: dict[str, Any] = {
     "uploader": {"hfTokenSecret": "hf-token"},
     "auth": {"existingSecret": "smart-routing-credentials"},
     "modelRepository": {"existingClaim": "shared-models"},
-    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}}},
+    "metrics": {
+        "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
+        "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "ml"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus"}},
+    },
     "autoscaling": {
         "enabled": True,
         "minReplicas": 2,

@@ -24,7 +24,7 @@ KUBERNETES_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 
 #: Kinds from CRDs, which kubernetes-validate has no schema for; checked field by field in
 #: test_chart_wiring.py instead.
-CRD_KINDS = {"ServiceMonitor"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 
 def _validate_all(rendered: Rendered, version: str) -> list[str]:
@@ -52,6 +52,7 @@ def test_default_render_passes_kubernetes_schemas(default_render: Rendered, vers
             "Service",
             "Service",
             "Service",
+            "Service",
             "ServiceAccount",
             "StatefulSet",
         ]
@@ -60,10 +61,12 @@ def test_default_render_passes_kubernetes_schemas(default_render: Rendered, vers
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_full_render_passes_kubernetes_schemas(full_render: Rendered, version: str) -> None:
-    """With ServiceMonitor, HPA, existing claim and secret, every manifest still validates."""
+    """With ServiceMonitor, HPA, dashboard, alerts, existing claim and secret, every manifest
+    still validates."""
     checked = _validate_all(full_render, version)
     assert "HorizontalPodAutoscaler" in checked
-    assert {m["kind"] for m in full_render.manifests} - set(checked) == {"ServiceMonitor"}
+    assert "ConfigMap" in checked  # the Grafana dashboard
+    assert {m["kind"] for m in full_render.manifests} - set(checked) == CRD_KINDS
 
 
 def test_schema_validation_rejects_a_broken_manifest(default_render: Rendered) -> None:

@@ -14,6 +14,8 @@ PREFIX = "demo-smart-routing"
 DISPATCHER = f"{PREFIX}-dispatcher"
 WORKER = f"{PREFIX}-worker"
 UPLOADER = f"{PREFIX}-uploader"
+#: Services named otherwise than the workload they select.
+SERVICE_OWNER = {f"{PREFIX}-listen": DISPATCHER}
 
 
 def _pod_labels(workload: dict[str, Any]) -> dict[str, str]:
@@ -30,20 +32,21 @@ def _value(env: dict[str, dict[str, Any]], name: str) -> str:
 
 
 def test_every_service_selects_exactly_its_own_workload(default_render: Rendered) -> None:
-    """Each Service's selector matches one workload's pod labels, and its own selector too."""
+    """Each Service's selector matches one workload's pod labels, and its own selector too
+    (the workers' door to the dispatcher, `-listen`, selects the dispatcher)."""
     pods = {w["metadata"]["name"]: w for w in workloads(default_render)}
     for service in default_render.all("Service"):
-        name = service["metadata"]["name"]
+        name = SERVICE_OWNER.get(service["metadata"]["name"], service["metadata"]["name"])
         selector = service["spec"]["selector"]
         matched = [n for n, w in pods.items() if _selects(selector, _pod_labels(w))]
-        assert matched == [name], f"Service {name} selects {matched}"
+        assert matched == [name], f"Service {service['metadata']['name']} selects {matched}"
         assert _selects(pods[name]["spec"]["selector"]["matchLabels"], _pod_labels(pods[name]))
 
 
 def test_service_target_ports_are_named_container_ports(default_render: Rendered) -> None:
     """Every Service targetPort is a port name the selected container declares."""
     for service in default_render.all("Service"):
-        name = service["metadata"]["name"]
+        name = SERVICE_OWNER.get(service["metadata"]["name"], service["metadata"]["name"])
         workload = next(w for w in workloads(default_render) if w["metadata"]["name"] == name)
         declared = {p["name"] for c in containers(workload) for p in c.get("ports", [])}
         for port in service["spec"].get("ports", []):
@@ -58,13 +61,14 @@ def test_uploader_is_probed_on_health(default_render: Rendered) -> None:
 
 
 def test_dispatcher_is_one_replica_with_health_probes(default_render: Rendered) -> None:
-    """One dispatcher (its registry is in memory), replaced not rolled, probed on /health."""
+    """One dispatcher (its registry is in memory), replaced not rolled, probed on /readyz
+    (ready once a worker is connected) and /livez."""
     deployment = default_render.one("Deployment", DISPATCHER)
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     (container,) = containers(deployment)
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
     service = default_render.one("Service", DISPATCHER)
     assert service["spec"]["ports"][0]["port"] == 8080
     assert container["ports"][0]["containerPort"] == 8080
@@ -108,8 +112,11 @@ def test_workers_get_a_gpu_their_id_and_the_dispatcher_url(default_render: Rende
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     env = env_of(container)
     assert env["WORKER_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    port = default_render.one("Service", DISPATCHER)["spec"]["ports"][0]["port"]
-    expected = f"ws://{DISPATCHER}.{NAMESPACE}.svc:{port}/worker-listen"
+    # Workers dial the Service that publishes the dispatcher before it is ready.
+    listen = default_render.one("Service", f"{PREFIX}-listen")
+    assert listen["spec"]["publishNotReadyAddresses"] is True
+    port = listen["spec"]["ports"][0]["port"]
+    expected = f"ws://{PREFIX}-listen.{NAMESPACE}.svc:{port}/worker-listen"
     assert _value(env, "WORKER_DISPATCHER_URL") == expected
     assert _value(env, "WORKER_CAPACITY") == "2"
     assert container["args"] == ["--engine", "triton", "--triton-model-config", "onnxruntime"]

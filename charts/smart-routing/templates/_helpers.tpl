@@ -108,8 +108,15 @@ An image reference. Call with (dict "root" $ "image" .Values.dispatcher.image).
 {{- define "smart-routing.dispatcher.url" -}}
 {{- printf "http://%s.%s.svc:%v" (include "smart-routing.dispatcher.fullname" .) .Release.Namespace .Values.dispatcher.service.port -}}
 {{- end -}}
+{{/*
+The Service workers dial: it publishes the dispatcher while it is not ready, since the
+dispatcher is ready only once workers are connected (/readyz).
+*/}}
+{{- define "smart-routing.dispatcher.listenName" -}}
+{{- printf "%s-listen" (include "smart-routing.fullname" .) -}}
+{{- end -}}
 {{- define "smart-routing.dispatcher.workerUrl" -}}
-{{- printf "ws://%s.%s.svc:%v/worker-listen" (include "smart-routing.dispatcher.fullname" .) .Release.Namespace .Values.dispatcher.service.port -}}
+{{- printf "ws://%s.%s.svc:%v/worker-listen" (include "smart-routing.dispatcher.listenName" .) .Release.Namespace .Values.dispatcher.service.port -}}
 {{- end -}}
 {{- define "smart-routing.uploader.url" -}}
 {{- printf "http://%s.%s.svc:%v" (include "smart-routing.uploader.fullname" .) .Release.Namespace .Values.uploader.port -}}
