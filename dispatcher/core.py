@@ -24,6 +24,7 @@ from dispatcher.errors import (
     TaskFailed,
 )
 from dispatcher.estimates import LabelEstimates
+from dispatcher.health import WorkerHealth
 from dispatcher.interfaces import Cancellable, Clock, CoreObserver, Timers, WorkerLink
 from dispatcher.recovery import HOLD_GRACE_S, REJOIN_SETTLE_S, HeldTasks, claim_restored
 from dispatcher.registry import Registry, WorkerRecord, WorkerState
@@ -33,9 +34,6 @@ from dispatcher.worker_input import parse_result_json
 from proto import smartrouting_pb2 as pb
 
 log = logging.getLogger("dispatcher")
-
-#: Worker error codes that count against the worker itself (not the caller or the model).
-WORKER_FAULTS = frozenset({pb.ENGINE_UNAVAILABLE, pb.INFERENCE_FAILED, pb.INTERNAL})
 
 #: Forget labels nobody asks for any more once every this many arrivals.
 DEMAND_PRUNE_EVERY = 4096
@@ -74,7 +72,16 @@ class Core:
         self.held = HeldTasks()
         self.accepting = True
         self._deadlines: dict[str, Cancellable] = {}
-        self._soft_timeouts: dict[str, Cancellable] = {}
+        self.health = WorkerHealth(
+            config,
+            self.registry,
+            self.estimates,
+            clock,
+            timers,
+            self.observers,
+            on_timed_out=self._timed_out,
+            on_resumed=lambda worker_id: self._fill(worker_id, self.clock.monotonic()),
+        )
         #: Workers loading a preload: worker id -> label (until their next LabelsChanged).
         self._preloads: dict[str, str] = {}
         self._arrivals = 0
@@ -232,7 +239,7 @@ class Core:
         else:
             del self.running[task.task_id]
             task.record_run(result, now)
-            self._judge(worker_id, result)
+            self.health.judge(worker_id, result)
             if result.ok:
                 self._complete(task, result)
             elif result.error_code == pb.DEADLINE_EXCEEDED:
@@ -323,7 +330,7 @@ class Core:
         self.registry.assign(decision.worker_id, task.task_id, task.label, decision.evict, now)
         self.running[task.task_id] = task
         link.send(pb.DispatcherMessage(task=task.to_frame(decision.evict)))
-        self._start_soft_timeout(task, decision.miss, now)
+        self.health.watch(task, decision.miss)
         for o in self.observers:
             o.task_routed(task, decision, now)
 
@@ -376,7 +383,7 @@ class Core:
     def _redispatch(self, task: TaskRecord, count_attempt: bool) -> None:
         """Send a task whose worker left (or handed it back) elsewhere, oldest first."""
         self.running.pop(task.task_id, None)
-        self._stop_soft_timeout(task.task_id)
+        self.health.forget(task.task_id)
         if count_attempt and task.attempt >= self.config.max_attempts:
             detail = f"task {task.task_id!r} lost its worker {task.attempt} times"
             self.fail(task, AttemptsExhausted(detail))
@@ -409,7 +416,7 @@ class Core:
         handle = self._deadlines.pop(task.task_id, None)
         if handle is not None:
             handle.cancel()
-        self._stop_soft_timeout(task.task_id)
+        self.health.forget(task.task_id)
         self.results.finished(task, now)
         for o in self.observers:
             o.task_finished(task, now)
@@ -423,79 +430,12 @@ class Core:
         waited = self.clock.monotonic() - task.submitted_at
         self.fail(task, DeadlineExceeded(f"no answer within {waited:.3f}s"))
 
-    # ---- per-worker health (docs/architecture.md §3.2) ----------------------------------
-
-    def _start_soft_timeout(self, task: TaskRecord, miss: bool, now: float) -> None:
-        load_ms = self.estimates.load_ms(task.label) if miss else 0.0
-        expected_s = (load_ms + self.estimates.run_ms(task.label)) / 1000.0
-        cfg = self.config
-        soft_s = max(cfg.soft_timeout_min_s, cfg.soft_timeout_factor * expected_s)
-        if now + soft_s < task.deadline:  # else the deadline answers first anyway
-            self._soft_timeouts[task.task_id] = self.timers.call_later(
-                soft_s, self._on_soft_timeout, task, task.attempt
-            )
-
-    def _stop_soft_timeout(self, task_id: str) -> None:
-        handle = self._soft_timeouts.pop(task_id, None)
-        if handle is not None:
-            handle.cancel()
-
-    def _on_soft_timeout(self, task: TaskRecord, attempt: int) -> None:
-        """The worker has not answered in many times the expected time: try elsewhere."""
-        self._soft_timeouts.pop(task.task_id, None)
-        if task.state is not TaskState.RUNNING or task.attempt != attempt or not task.worker_id:
-            return
-        worker_id = task.worker_id
-        log.warning(
-            "task %s: no answer from worker %s in time; re-dispatched", task.task_id, worker_id
-        )
-        self._strike(worker_id, "soft timeout")
+    def _timed_out(self, task: TaskRecord, worker_id: str) -> None:
+        """Its worker has not answered in many times the expected time: try elsewhere."""
+        log.warning("task %s: no answer from %s in time; re-dispatched", task.task_id, worker_id)
         self._send_cancel(task, "soft timeout: re-dispatched")
         task.excluded.add(worker_id)
         self._redispatch(task, count_attempt=True)
-
-    def _judge(self, worker_id: str, result: pb.TaskResult) -> None:
-        """A success clears a worker's failure count; a failure of its own adds to it."""
-        record = self.registry.workers.get(worker_id)
-        if record is None:
-            return
-        if result.ok:
-            record.failures = 0
-        elif result.error_code in WORKER_FAULTS:
-            self._strike(worker_id, pb.ErrorCode.Name(result.error_code))
-
-    def _strike(self, worker_id: str, why: str) -> None:
-        """Circuit breaker: `breaker_failures` in a row suspend the worker for a cool-down."""
-        record = self.registry.workers.get(worker_id)
-        if record is None:
-            return
-        record.failures += 1
-        limit = self.config.breaker_failures
-        if limit and record.failures >= limit and record.state is WorkerState.READY:
-            self.registry.set_state(worker_id, WorkerState.SUSPENDED)
-            for o in self.observers:
-                o.worker_suspended(record, why)
-            self.timers.call_later(self.config.breaker_cooldown_s, self._resume, worker_id)
-
-    def _resume(self, worker_id: str) -> None:
-        """Half-open: the worker takes tasks again; one more failure suspends it again."""
-        record = self.registry.workers.get(worker_id)
-        if record is None or record.state is not WorkerState.SUSPENDED:
-            return
-        record.failures = max(0, self.config.breaker_failures - 1)
-        self.registry.set_state(worker_id, WorkerState.READY)
-        self._fill(worker_id, self.clock.monotonic())
-
-    def reload(self, label: str, version: str) -> list[str]:
-        """A new version of `label` was published (or rolled back to): tell every worker
-        holding it to load that version (`Reload`); the ids of the workers told."""
-        told = []
-        for worker_id in sorted(self.registry.holders(label)):
-            link = self.links.get(worker_id)
-            if link is not None:
-                link.send(pb.DispatcherMessage(reload=pb.Reload(label=label, version=version)))
-                told.append(worker_id)
-        return told
 
     def _send_cancel(self, task: TaskRecord, reason: str) -> None:
         worker_id = task.worker_id or ""
