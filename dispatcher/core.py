@@ -437,6 +437,17 @@ class Core:
         task.excluded.add(worker_id)
         self._redispatch(task, count_attempt=True)
 
+    def reload(self, label: str, version: str) -> list[str]:
+        """A new version of `label` was published (or rolled back to): tell every worker
+        holding it to load that version (`Reload`); the ids of the workers told."""
+        told = []
+        for worker_id in sorted(self.registry.holders(label)):
+            link = self.links.get(worker_id)
+            if link is not None:
+                link.send(pb.DispatcherMessage(reload=pb.Reload(label=label, version=version)))
+                told.append(worker_id)
+        return told
+
     def _send_cancel(self, task: TaskRecord, reason: str) -> None:
         worker_id = task.worker_id or ""
         link = self.links.get(worker_id)

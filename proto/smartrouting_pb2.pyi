@@ -146,6 +146,8 @@ class Hello(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     LABEL_COSTS_FIELD_NUMBER: _builtins.int
     TASK_TYPES_FIELD_NUMBER: _builtins.int
+    SERVABLE_FIELD_NUMBER: _builtins.int
+    SERVABLE_ONLY_FIELD_NUMBER: _builtins.int
     protocol_version: _builtins.int
     worker_id: _builtins.str
     capacity: _builtins.int
@@ -156,6 +158,7 @@ class Hello(_message.Message):
     """"triton" | "onnxruntime" | "simulated" """
     device: _builtins.str
     """e.g. "cpu", "cuda:0" """
+    servable_only: _builtins.bool
     @_builtins.property
     def labels_loaded(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """labels already loaded (after a reconnect)"""
@@ -165,6 +168,12 @@ class Hello(_message.Message):
     @_builtins.property
     def task_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """task types this worker runs"""
+
+    @_builtins.property
+    def servable(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Models this worker can serve (its repository's labels), when servable_only is set;
+        otherwise it serves any label (the simulated engine), and servable is ignored.
+        """
 
     def __init__(
         self,
@@ -178,10 +187,12 @@ class Hello(_message.Message):
         device: _builtins.str = ...,
         label_costs: _abc.Mapping[_builtins.str, Global___LabelCost] | None = ...,
         task_types: _abc.Iterable[_builtins.str] | None = ...,
+        servable: _abc.Iterable[_builtins.str] | None = ...,
+        servable_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "device", b"device", "engine", b"engine", "label_costs", b"label_costs", "labels_loaded", b"labels_loaded", "protocol_version", b"protocol_version", "slots", b"slots", "task_types", b"task_types", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "device", b"device", "engine", b"engine", "label_costs", b"label_costs", "labels_loaded", b"labels_loaded", "protocol_version", b"protocol_version", "servable", b"servable", "servable_only", b"servable_only", "slots", b"slots", "task_types", b"task_types", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -208,6 +219,7 @@ class TaskResult(_message.Message):
     LABELS_LOADED_FIELD_NUMBER: _builtins.int
     LABELS_EVICTED_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     ok: _builtins.bool
     error_code: Global___ErrorCode.ValueType
@@ -225,6 +237,8 @@ class TaskResult(_message.Message):
     """time spent running the task"""
     attempt: _builtins.int
     """echoes Task.attempt"""
+    model_version: _builtins.str
+    """the model version that served the task ("" unknown)"""
     @_builtins.property
     def labels_loaded(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """labels loaded after the task"""
@@ -249,10 +263,11 @@ class TaskResult(_message.Message):
         labels_loaded: _abc.Iterable[_builtins.str] | None = ...,
         labels_evicted: _abc.Iterable[_builtins.str] | None = ...,
         attempt: _builtins.int = ...,
+        model_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error_code", b"error_code", "error_message", b"error_message", "label", b"label", "label_miss", b"label_miss", "labels_evicted", b"labels_evicted", "labels_loaded", b"labels_loaded", "load_ms", b"load_ms", "ok", b"ok", "queue_ms", b"queue_ms", "result_json", b"result_json", "run_ms", b"run_ms", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error_code", b"error_code", "error_message", b"error_message", "label", b"label", "label_miss", b"label_miss", "labels_evicted", b"labels_evicted", "labels_loaded", b"labels_loaded", "load_ms", b"load_ms", "model_version", b"model_version", "ok", b"ok", "queue_ms", b"queue_ms", "result_json", b"result_json", "run_ms", b"run_ms", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -431,6 +446,32 @@ class Task(_message.Message):
 Global___Task: _TypeAlias = Task  # noqa: Y015
 
 @_typing.final
+class Reload(_message.Message):
+    """A new version of `label` was published (or rolled back to): a worker holding it loads
+    that version; tasks already running finish on the version they started on.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    label: _builtins.str
+    version: _builtins.str
+    def __init__(
+        self,
+        *,
+        label: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reload: _TypeAlias = Reload  # noqa: Y015
+
+@_typing.final
 class Preload(_message.Message):
     """Load a label ahead of demand."""
 
@@ -529,6 +570,7 @@ class DispatcherMessage(_message.Message):
     UNLOAD_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
+    RELOAD_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -541,6 +583,8 @@ class DispatcherMessage(_message.Message):
     def drain(self) -> Global___Drain: ...
     @_builtins.property
     def cancel(self) -> Global___Cancel: ...
+    @_builtins.property
+    def reload(self) -> Global___Reload: ...
     def __init__(
         self,
         *,
@@ -550,12 +594,13 @@ class DispatcherMessage(_message.Message):
         unload: Global___Unload | None = ...,
         drain: Global___Drain | None = ...,
         cancel: Global___Cancel | None = ...,
+        reload: Global___Reload | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "drain", b"drain", "preload", b"preload", "task", b"task", "unload", b"unload", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "drain", b"drain", "preload", b"preload", "reload", b"reload", "task", b"task", "unload", b"unload", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "drain", b"drain", "preload", b"preload", "task", b"task", "unload", b"unload", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel", b"cancel", "drain", b"drain", "preload", b"preload", "reload", b"reload", "task", b"task", "unload", b"unload", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["welcome", "task", "preload", "unload", "drain", "cancel"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["welcome", "task", "preload", "unload", "drain", "cancel", "reload"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from uploader import export, validate
+from uploader import export, validate, versions
 from uploader import repository as entries
 from uploader.errors import (
     ConversionError,
@@ -73,6 +73,9 @@ class PublishResult:
     onnx_bytes: int
     seconds: float
     replaced: bool
+    #: The version this publish made current (1, 2, ...) and the sha256 of its model.onnx.
+    version: int = 1
+    content_hash: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The fields the HTTP answer carries besides status and message."""
@@ -86,6 +89,8 @@ class PublishResult:
             "onnx_bytes": self.onnx_bytes,
             "seconds": round(self.seconds, 3),
             "replaced": self.replaced,
+            "version": self.version,
+            "content_hash": self.content_hash,
         }
 
 
@@ -198,15 +203,25 @@ def convert_model(
             logger.warning("removed %s left by an interrupted upload", leftover)
         if not overwrite:
             entries.ensure_absent(repository, name)
+        # overwrite publishes the next numbered version next to the current one.
+        previous = entries.read_metadata(repository / name)
+        version = versions.next_version(repository / name)
         with entries.staging_dir(repository, name) as entry:
             built = build(resolved, entry, max_batch_size, report)
-            onnx_file = entries.model_onnx_path(entry)
-            if not onnx_file.is_file():
-                raise ConversionError(f"the builder wrote no {onnx_file.name}")
+            if not entries.model_onnx_path(entry).is_file():
+                raise ConversionError("the builder wrote no model.onnx")
+            versions.stage_version(entry, version)
             entries.write_configs(
-                entry, built.dimension, max_batch_size, batch_delay_ms=batch_delay_ms
+                entry,
+                built.dimension,
+                max_batch_size,
+                batch_delay_ms=batch_delay_ms,
+                version=version,
             )
+            onnx_file = entries.model_onnx_path(entry, version)
             onnx_bytes = onnx_file.stat().st_size
+            digest = versions.content_hash(onnx_file)
+            created = time.time()
             metadata = {
                 "model_id": resolved.model_id,
                 "model_name": name,
@@ -216,14 +231,25 @@ def convert_model(
                 "inputs": list(entries.INPUTS),
                 "outputs": list(entries.outputs(built.dimension)),
                 "source": {"kind": resolved.kind.value, "path": str(resolved.path)},
-                "created_unix": time.time(),
+                "created_unix": created,
                 "validation_max_abs_diff": built.max_abs_diff,
                 "onnx_bytes": onnx_bytes,
                 "normalized_output": "embedding",
                 "tokenizer": "tokenizer/tokenizer.json",
+                "version": version,
+                "content_hash": digest,
+                "versions": versions.history(
+                    previous,
+                    {
+                        "version": version,
+                        "content_hash": digest,
+                        "model_id": resolved.model_id,
+                        "created_unix": created,
+                    },
+                ),
             }
             entries.write_metadata(entry, metadata)
-            replaced = entries.publish(entry, repository, name, overwrite)
+            replaced = versions.publish_version(entry, repository, name, version)
     seconds = time.monotonic() - started
     report(f"published {name} in {repository} ({seconds:.1f}s)")
     return PublishResult(
@@ -237,4 +263,6 @@ def convert_model(
         onnx_bytes=onnx_bytes,
         seconds=seconds,
         replaced=replaced,
+        version=version,
+        content_hash=digest,
     )

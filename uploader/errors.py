@@ -17,6 +17,7 @@ exception handler (`uploader.service.handle_error`) renders it as
     ├── ValidationFailed (422, "validation_failed")      ONNX output differs from PyTorch
     ├── ModelExists (409, "model_exists")                published already, overwrite is false
     ├── UploadInProgress (409, "upload_in_progress")     another upload holds the model's lock
+    ├── NoPreviousVersion (409, "no_previous_version")   a rollback with no older version left
     ├── ConversionError (500, "conversion_failed")       export or publish broke unexpectedly
     └── InternalError (500, "internal_error")            any other exception (a bug), wrapped
 """
@@ -128,6 +129,13 @@ class UploadInProgress(UploaderError):
 
     status = 409
     code = "upload_in_progress"
+
+
+class NoPreviousVersion(UploaderError):
+    """A rollback of a model that has no older version left."""
+
+    status = 409
+    code = "no_previous_version"
 
 
 class ConversionError(UploaderError):

@@ -3,7 +3,11 @@
 Layout of `REPO/<model_name>/` (docs/interfaces.md section 1):
 
     config.pbtxt  configs/python.pbtxt  configs/onnxruntime.pbtxt
-    1/model.onnx  1/model.py  tokenizer/  smartrouting.json
+    <n>/model.onnx  <n>/model.py  <n>/tokenizer/  tokenizer/  smartrouting.json
+
+`<n>` are numbered versions (1, 2, ...); the configs' `version_policy` names the current
+one and smartrouting.json says which it is (`uploader/versions.py` publishes a new version
+into an existing entry and rolls back).
 
 An entry is built in a hidden staging directory inside REPO (same filesystem, and always
 writable where REPO is) and appears with one `os.rename`. Replacing an entry swaps old and
@@ -67,6 +71,13 @@ def _tensors(kind: str, tensors: tuple[dict[str, Any], ...], ragged: bool = Fals
     return f"{kind} [\n{items}\n]\n"
 
 
+def version_policy(version: int | None) -> str:
+    """The config line that makes Triton serve exactly `version` ("" for None)."""
+    if version is None:
+        return ""
+    return f"version_policy: {{ specific {{ versions: [ {version} ] }} }}\n"
+
+
 def _dynamic_batching(batch_delay_ms: float | None) -> str:
     if batch_delay_ms is None:
         return ""
@@ -79,6 +90,7 @@ def python_config(
     max_batch_size: int,
     intra_op_threads: int,
     batch_delay_ms: float | None = DEFAULT_BATCH_DELAY_MS,
+    version: int | None = None,
 ) -> str:
     """config.pbtxt for the Python backend (CPU); complete for --disable-auto-complete-config.
 
@@ -95,6 +107,7 @@ def python_config(
         + _tensors("input", INPUTS, ragged=batching)
         + _tensors("output", outputs(dimension))
         + _dynamic_batching(batch_delay_ms)
+        + version_policy(version)
         + "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
         + 'parameters: { key: "intra_op_num_threads" '
         + f'value: {{ string_value: "{intra_op_threads}" }} }}\n'
@@ -102,7 +115,10 @@ def python_config(
 
 
 def onnxruntime_config(
-    dimension: int, max_batch_size: int, batch_delay_ms: float | None = DEFAULT_BATCH_DELAY_MS
+    dimension: int,
+    max_batch_size: int,
+    batch_delay_ms: float | None = DEFAULT_BATCH_DELAY_MS,
+    version: int | None = None,
 ) -> str:
     """configs/onnxruntime.pbtxt for the full Triton image's ONNX Runtime backend (GPU).
 
@@ -118,13 +134,14 @@ def onnxruntime_config(
         + _tensors("input", INPUTS)
         + _tensors("output", outputs(dimension))
         + _dynamic_batching(batch_delay_ms)
+        + version_policy(version)
         + "instance_group [ { count: 1 kind: KIND_GPU } ]\n"
     )
 
 
-def model_onnx_path(entry: Path) -> Path:
-    """Where the ONNX graph of an entry (published or staged) lives."""
-    return entry / VERSION / "model.onnx"
+def model_onnx_path(entry: Path, version: int | str = VERSION) -> Path:
+    """Where the ONNX graph of an entry (published or staged) lives, at `version`."""
+    return entry / str(version) / "model.onnx"
 
 
 def write_configs(
@@ -133,27 +150,31 @@ def write_configs(
     max_batch_size: int,
     intra_op_threads: int = DEFAULT_INTRA_OP_THREADS,
     batch_delay_ms: float | None = DEFAULT_BATCH_DELAY_MS,
+    version: int = 1,
 ) -> None:
-    """Write config.pbtxt, configs/*.pbtxt and 1/model.py into `entry`.
+    """Write config.pbtxt, configs/*.pbtxt and <version>/model.py into `entry`.
 
     `batch_delay_ms`: Triton's dynamic batching queue delay in both configs; None leaves
-    dynamic batching out (each request runs on its own).
+    dynamic batching out (each request runs on its own). The configs serve `version` only.
     """
-    python = python_config(dimension, max_batch_size, intra_op_threads, batch_delay_ms)
+    python = python_config(dimension, max_batch_size, intra_op_threads, batch_delay_ms, version)
     (entry / "configs").mkdir(parents=True, exist_ok=True)
-    (entry / VERSION).mkdir(parents=True, exist_ok=True)
+    (entry / str(version)).mkdir(parents=True, exist_ok=True)
     (entry / "config.pbtxt").write_text(python)
     (entry / "configs" / "python.pbtxt").write_text(python)
     (entry / "configs" / "onnxruntime.pbtxt").write_text(
-        onnxruntime_config(dimension, max_batch_size, batch_delay_ms)
+        onnxruntime_config(dimension, max_batch_size, batch_delay_ms, version)
     )
     template = resources.files("uploader").joinpath("templates", "model.py")
-    (entry / VERSION / "model.py").write_text(template.read_text(encoding="utf-8"))
+    (entry / str(version) / "model.py").write_text(template.read_text(encoding="utf-8"))
 
 
 def write_metadata(entry: Path, metadata: dict[str, Any]) -> None:
-    """Write smartrouting.json into `entry`."""
-    (entry / METADATA_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    """Write smartrouting.json into `entry` (a temporary file renamed over it: readers see
+    the old or the new one, never half of one)."""
+    temporary = entry / f".{METADATA_FILE}.{uuid.uuid4().hex[:8]}"
+    temporary.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, entry / METADATA_FILE)
 
 
 def read_metadata(entry: Path) -> dict[str, Any] | None:

@@ -48,6 +48,7 @@ from uploader.errors import (
 )
 from uploader.names import validate_model_id, validate_model_name
 from uploader.repository import DEFAULT_BATCH_DELAY_MS, list_models
+from uploader.versions import rollback
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +175,25 @@ async def upload_model(request: Request) -> JSONResponse:
     )
 
 
+async def rollback_model(request: Request) -> JSONResponse:
+    """POST /models/{name}/rollback: make the version before the current one current."""
+    service: UploaderService = request.app.state.service
+    _check_admin_key(request, request.app.state.admin_key)
+    name = validate_model_name(request.path_params["name"])
+    metadata = await anyio.to_thread.run_sync(rollback, service.repository, name)
+    return JSONResponse(
+        {
+            "status": "success",
+            "message": f"{name} rolled back from version {metadata['rolled_back_from']}"
+            f" to version {metadata['version']}",
+            "model_name": name,
+            "version": metadata["version"],
+            "content_hash": metadata.get("content_hash", ""),
+            "rolled_back_from": metadata["rolled_back_from"],
+        }
+    )
+
+
 async def models(request: Request) -> JSONResponse:
     """GET /models: the published entries."""
     service: UploaderService = request.app.state.service
@@ -236,6 +256,7 @@ def create_app(
         routes=[
             Route("/upload-model", upload_model, methods=["POST"]),
             Route("/models", models, methods=["GET"]),
+            Route("/models/{name}/rollback", rollback_model, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
         ],
         # One handler for everything: Starlette looks handlers up by class, and `Exception`

@@ -35,6 +35,7 @@ from worker.errors import (
     ShuttingDownError,
     WorkerError,
     error_code,
+    public_message,
 )
 from worker.models import LoadOutcome, ModelManager
 from worker.repository import ModelRepository
@@ -141,6 +142,10 @@ class Worker:
             device=self.engine.device,
             label_costs=costs,
             task_types=list(self.engine.task_types),
+            # What it can serve: the repository's models (the model catalogue's source),
+            # or any label (simulated).
+            servable=[] if self.engine.serves_any_label else self.engine.available_labels(),
+            servable_only=not self.engine.serves_any_label,
         )
 
     def _labels_changed(self, reason: str) -> None:
@@ -176,6 +181,9 @@ class Worker:
         elif kind == "unload":
             assert isinstance(body, pb.Unload)
             self._spawn(self.models.unload(body.label), f"unload-{body.label}")
+        elif kind == "reload":
+            assert isinstance(body, pb.Reload)
+            self._spawn(self._reload(body), f"reload-{body.label}")
         elif kind == "drain":
             # Drain is about this connection (the dispatcher is going away or done with
             # us): take no new task until the next Welcome; running ones finish and their
@@ -196,6 +204,19 @@ class Worker:
         except WorkerError as exc:
             log.warning("preload of %r failed: %s", preload.label, exc)
             self._labels_changed(f"preload of {preload.label} failed: {exc}")
+
+    async def _reload(self, reload: pb.Reload) -> None:
+        """A new version of a label was published: load it if this worker holds the label
+        (one that is not loaded picks the new version up on its next load)."""
+        assert self.engine is not None
+        if reload.label not in self.models.cache.ready:
+            return
+        try:
+            await self.engine.reload(reload.label)
+        except WorkerError as exc:
+            log.warning("reload of %r (version %s) failed: %s", reload.label, reload.version, exc)
+            return
+        log.info("reloaded %r: version %s", reload.label, self.engine.model_version(reload.label))
 
     def _cancel(self, cancel: pb.Cancel) -> None:
         pending = self._pending.get(cancel.task_id)
@@ -224,11 +245,14 @@ class Worker:
     # -- tasks ---------------------------------------------------------------
 
     def _error_result(self, task: pb.Task, exc: WorkerError) -> pb.TaskResult:
+        message = public_message(exc)
+        if message != str(exc):  # what the caller does not see stays in this log
+            log.warning("task %s failed: %s", task.task_id, exc)
         return pb.TaskResult(
             task_id=task.task_id,
             ok=False,
             error_code=error_code(exc),
-            error_message=str(exc),
+            error_message=message,
             label=task.label,
             labels_loaded=self.models.cache.ready,
             attempt=task.attempt,
@@ -280,6 +304,8 @@ class Worker:
         outcome: LoadOutcome
         async with self.models.use(task.label, list(task.evict_hint)) as outcome:
             self._check_deadline(task)
+            # The version the task starts on (a reload under it lets it finish there).
+            version = self.engine.model_version(task.label)
             started = time.perf_counter()
             value = await execute(self.engine, task.label, params)  # type: ignore[arg-type]
             run_ms = (time.perf_counter() - started) * 1000.0
@@ -295,6 +321,7 @@ class Worker:
             labels_loaded=self.models.cache.ready,
             labels_evicted=outcome.evicted,
             attempt=task.attempt,
+            model_version=version,
         )
 
     # -- lifecycle -----------------------------------------------------------

@@ -43,12 +43,15 @@ WORKER_MESSAGES = [
             attempt=2,
         )
     ),
-    pb.WorkerMessage(task_result=pb.TaskResult(task_id="t2", ok=True, result_json='{"x": 1}')),
+    pb.WorkerMessage(
+        task_result=pb.TaskResult(task_id="t2", ok=True, result_json='{"x": 1}', model_version="2")
+    ),
     pb.WorkerMessage(labels_changed=pb.LabelsChanged(labels_loaded=["a"], labels_loading=["b"])),
     pb.WorkerMessage(goodbye=pb.Goodbye(reason="SIGTERM", returned_task_ids=["t3"])),
 ]
 
 DISPATCHER_MESSAGES = [
+    pb.DispatcherMessage(reload=pb.Reload(label="m", version="2")),
     pb.DispatcherMessage(
         welcome=pb.Welcome(protocol_version=1, dispatcher_id="d", policy="routed")
     ),

@@ -53,6 +53,7 @@ def test_publish_writes_the_contract_layout(tmp_path: Path, models_dir: Path) ->
     assert files == [
         "1/model.onnx",
         "1/model.py",
+        "1/tokenizer/tokenizer.json",
         "config.pbtxt",
         "configs/onnxruntime.pbtxt",
         "configs/python.pbtxt",

@@ -27,6 +27,9 @@ class Engine(abc.ABC):
 
     name: ClassVar[str]
     task_types: ClassVar[tuple[str, ...]] = ("embed_texts", "sample_task")
+    #: Whether any valid label goes (the simulated engine); else `available_labels()` lists
+    #: what this engine serves, and the worker's Hello declares exactly that.
+    serves_any_label: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.device = "cpu"
@@ -52,6 +55,15 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def unload(self, label: str) -> None:
         """Unload `label`; returns once its memory is free."""
+
+    async def reload(self, label: str) -> None:
+        """Load the repository's current version of the loaded `label` in place of the one
+        serving it; tasks already running finish on the old one. Nothing by default."""
+        return None  # engines without versions (simulated) have nothing to reload
+
+    def model_version(self, label: str) -> str:
+        """The version of `label` this engine serves ("" when it has no versions)."""
+        return ""
 
     @abc.abstractmethod
     async def embed(
@@ -120,6 +132,16 @@ class TensorEngine(Engine):
             info = self.repository.info(label)
             self._infos[label] = info
         return info
+
+    def model_version(self, label: str) -> str:
+        info = self._infos.get(label)
+        return info.version if info is not None else ""
+
+    async def reload(self, label: str) -> None:
+        """Re-read the metadata and load again: `load` of an engine that holds the label
+        replaces it (Triton re-reads the config; onnxruntime swaps the session)."""
+        self.forget(label)
+        await self.load(label)
 
     def forget(self, label: str) -> None:
         """Drop cached metadata (after an unload, so a re-upload is seen)."""

@@ -84,9 +84,12 @@ class OnnxRuntimeEngine(TensorEngine):
             async def run(ids: Array, mask: Array) -> tuple[Array, Array]:
                 return await self._run(label, ids, mask)
 
+            old = self._batchers.get(label)
             self._batchers[label] = MicroBatcher(
                 run, info.max_batch_size, self.batch_delay_ms / 1000.0, name=f"batch-{label}"
             )
+            if old is not None:  # a reload: the old batcher's queued rows still run
+                await old.close()
 
     async def unload(self, label: str) -> None:
         batcher = self._batchers.pop(label, None)
