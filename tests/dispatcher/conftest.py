@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+import httpx
 import pytest
 
 from dispatcher.config import Config
 from dispatcher.server import DispatcherServer
+from tests.dispatcher.fake_worker import FakeWorker
 from tests.support import scaled, wait_until
 
 
@@ -80,3 +82,26 @@ def dispatcher_factory() -> Iterator[Callable[..., RunningDispatcher]]:
 def dispatcher(dispatcher_factory: Callable[..., RunningDispatcher]) -> RunningDispatcher:
     """A routed dispatcher with default settings (short deadline for fast failures)."""
     return dispatcher_factory(task_timeout_s=20.0)
+
+
+@pytest.fixture
+async def client(dispatcher: RunningDispatcher) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the `dispatcher` fixture."""
+    async with httpx.AsyncClient(base_url=dispatcher.base_url, timeout=30.0) as c:
+        yield c
+
+
+@pytest.fixture
+async def workers() -> AsyncIterator[Callable[..., Any]]:
+    """Factory of started fake workers (`await workers(url, worker_id, **fields)`), closed
+    at teardown."""
+    made: list[FakeWorker] = []
+
+    async def make(url: str, worker_id: str, **kwargs: Any) -> FakeWorker:
+        worker = FakeWorker(url, worker_id, **kwargs)
+        made.append(worker)
+        return await worker.start()
+
+    yield make
+    for worker in made:
+        await worker.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -14,8 +13,6 @@ import pytest
 from dispatcher.catalogue import OTHER_LABEL, Catalogue, ModelCatalogue, models_published
 from dispatcher.errors import ModelLoadFailed, ModelNotFound
 from dispatcher.registry import WorkerRecord
-from tests.dispatcher.conftest import RunningDispatcher
-from tests.dispatcher.fake_worker import FakeWorker
 from tests.support import scaled
 
 pytestmark = pytest.mark.timeout(120)
@@ -125,26 +122,6 @@ def test_models_published_reads_the_uploader_answer() -> None:
 
 
 # ---- through a real dispatcher ----------------------------------------------------------------
-
-
-@pytest.fixture
-async def client(dispatcher: RunningDispatcher) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=dispatcher.base_url, timeout=30.0) as c:
-        yield c
-
-
-@pytest.fixture
-async def workers() -> AsyncIterator[Callable[..., Any]]:
-    made: list[FakeWorker] = []
-
-    async def make(url: str, worker_id: str, **kwargs: Any) -> FakeWorker:
-        worker = FakeWorker(url, worker_id, **kwargs)
-        made.append(worker)
-        return await worker.start()
-
-    yield make
-    for worker in made:
-        await worker.close()
 
 
 async def series(client: httpx.AsyncClient) -> set[str]:

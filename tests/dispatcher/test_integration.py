@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.dispatcher.conftest import RunningDispatcher
 from tests.dispatcher.fake_worker import FakeWorker
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def client(dispatcher: RunningDispatcher) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=dispatcher.base_url, timeout=30.0) as c:
-        yield c
-
-
-@pytest.fixture
-async def workers() -> AsyncIterator[Callable[..., Any]]:
-    """Factory of started fake workers, closed at teardown."""
-    made: list[FakeWorker] = []
-
-    async def make(url: str, worker_id: str, **kwargs: Any) -> FakeWorker:
-        worker = FakeWorker(url, worker_id, **kwargs)
-        made.append(worker)
-        return await worker.start()
-
-    yield make
-    for worker in made:
-        await worker.close()
 
 
 def task(label: str, **extra: Any) -> dict[str, Any]:

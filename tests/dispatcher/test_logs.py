@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -14,7 +14,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from smartrouting.logs import JsonFormatter, NoFrameDumps, TextFormatter, configure_logging
 from tests.dispatcher.conftest import RunningDispatcher
-from tests.dispatcher.fake_worker import FakeWorker
 from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -111,20 +110,6 @@ def json_log() -> Iterator[io.StringIO]:
     finally:
         root.removeHandler(handler)
         root.setLevel(saved)
-
-
-@pytest.fixture
-async def workers() -> AsyncIterator[Callable[..., Any]]:
-    made: list[FakeWorker] = []
-
-    async def make(url: str, worker_id: str, **kwargs: Any) -> FakeWorker:
-        worker = FakeWorker(url, worker_id, **kwargs)
-        made.append(worker)
-        return await worker.start()
-
-    yield make
-    for worker in made:
-        await worker.close()
 
 
 def lines(stream: io.StringIO, **match: Any) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -12,7 +12,6 @@ import pytest
 from dispatcher.errors import DeadlineExceeded, NoWorkers
 from dispatcher.tasks import TaskState
 from tests.dispatcher.conftest import RunningDispatcher
-from tests.dispatcher.fake_worker import FakeWorker
 from tests.dispatcher.test_core import harness
 from tests.support import wait_until
 
@@ -78,20 +77,6 @@ def test_a_restored_task_is_not_failed_by_the_grace() -> None:
 
 
 # --- the probes over HTTP, with a real dispatcher and a protocol-speaking worker -----------
-
-
-@pytest.fixture
-async def workers() -> AsyncIterator[Callable[..., Any]]:
-    made: list[FakeWorker] = []
-
-    async def make(url: str, worker_id: str, **kwargs: Any) -> FakeWorker:
-        worker = FakeWorker(url, worker_id, **kwargs)
-        made.append(worker)
-        return await worker.start()
-
-    yield make
-    for worker in made:
-        await worker.close()
 
 
 async def test_readyz_is_503_without_a_worker_and_200_with_one(

@@ -25,7 +25,6 @@ import pytest
 import websockets
 
 from tests.dispatcher.conftest import RunningDispatcher
-from tests.dispatcher.fake_worker import FakeWorker
 from tests.support import ROOT, scaled
 
 pytestmark = pytest.mark.timeout(120)
@@ -121,20 +120,6 @@ async def browser(url: str, profile: Path) -> AsyncIterator[Page]:
             except TimeoutError:
                 process.kill()
                 await process.wait()
-
-
-@pytest.fixture
-async def workers() -> AsyncIterator[Callable[..., Any]]:
-    made: list[FakeWorker] = []
-
-    async def make(url: str, worker_id: str, **kwargs: Any) -> FakeWorker:
-        worker = FakeWorker(url, worker_id, **kwargs)
-        made.append(worker)
-        return await worker.start()
-
-    yield make
-    for worker in made:
-        await worker.close()
 
 
 ROWS = "[...document.querySelectorAll('#{table} tbody tr')].map(r => r.innerText)"
