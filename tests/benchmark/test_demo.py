@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,5 +80,6 @@ def test_demo_fails_loudly_when_a_part_cannot_start(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "FAILED" in done.stderr
-    assert "worker-w-0 exited with code" in done.stderr
+    # Both workers get capacity 0; whichever exits first is the one reported.
+    assert re.search(r"worker-w-[01] exited with code 2", done.stderr), done.stderr
     assert "capacity must be >= 1" in done.stderr  # the worker's own log tail
