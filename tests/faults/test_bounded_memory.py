@@ -21,10 +21,9 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from dispatcher.config import Config
 from proto import frames
 from proto import smartrouting_pb2 as pb
-from tests.dispatcher.conftest import RunningDispatcher, start_dispatcher
+from tests.dispatcher.conftest import RunningDispatcher
 from tests.faults.cluster import SOAK, Figures, SimCluster
 from tests.support import ChildProcess, ProcessFactory, free_port, scaled
 
@@ -108,20 +107,6 @@ def dispatcher_process(processes: ProcessFactory) -> Iterator[tuple[str, ChildPr
     port = free_port()
     child = processes.dispatcher(port, "--max-body-bytes", str(5 * MIB), "--log-level", "warning")
     yield f"127.0.0.1:{port}", child
-
-
-@pytest.fixture
-def dispatchers() -> Iterator[Callable[..., RunningDispatcher]]:
-    """Starts in-process dispatchers (`dispatchers(**config_fields)`), stopped at teardown."""
-    started: list[RunningDispatcher] = []
-
-    def start(**fields: Any) -> RunningDispatcher:
-        started.append(start_dispatcher(Config(**fields)))
-        return started[-1]
-
-    yield start
-    for running in started:
-        running.stop()
 
 
 @pytest.fixture

@@ -10,16 +10,15 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from dispatcher.config import Config
 from dispatcher.store import TaskStore
-from tests.dispatcher.conftest import RunningDispatcher, start_dispatcher
+from tests.dispatcher.conftest import RunningDispatcher
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,20 +26,6 @@ ROW = (
     "INSERT INTO tasks (task_id, task_type, label, parameters_json, deadline_unix_ms, state,"
     " submitted_unix, finished_unix, answer_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-@pytest.fixture
-def dispatchers() -> Iterator[Callable[..., RunningDispatcher]]:
-    """Starts in-process dispatchers (`dispatchers(**config_fields)`), stopped at teardown."""
-    started: list[RunningDispatcher] = []
-
-    def start(**fields: Any) -> RunningDispatcher:
-        started.append(start_dispatcher(Config(**fields)))
-        return started[-1]
-
-    yield start
-    for running in started:
-        running.stop()
 
 
 def write_rows(path: Path, rows: list[tuple[Any, ...]]) -> None:

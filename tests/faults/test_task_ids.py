@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from operator import contains
 from typing import Any
@@ -19,28 +19,13 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from dispatcher.config import Config
-from tests.dispatcher.conftest import RunningDispatcher, start_dispatcher
+from tests.dispatcher.conftest import RunningDispatcher
 from tests.dispatcher.fake_worker import FakeWorker
 from tests.support import scaled
 
 pytestmark = pytest.mark.timeout(60)
 
 BODY = {"task_type": "sample_task", "label": "a", "parameters": {"run_ms": 1}}
-
-
-@pytest.fixture
-def dispatchers() -> Iterator[Callable[..., RunningDispatcher]]:
-    """Starts in-process dispatchers (`dispatchers(**config_fields)`), stopped at teardown."""
-    started: list[RunningDispatcher] = []
-
-    def start(**fields: Any) -> RunningDispatcher:
-        started.append(start_dispatcher(Config(**fields)))
-        return started[-1]
-
-    yield start
-    for running in started:
-        running.stop()
 
 
 @pytest.fixture
