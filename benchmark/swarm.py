@@ -86,7 +86,7 @@ class SwarmConfig:
     def worker_config(self, index: int) -> Config:
         """The configuration of worker `index`: what LocalCluster gives a worker process."""
         return Config(
-            dispatcher_url=self.dispatcher_url,
+            dispatcher_url=(self.dispatcher_url,),
             worker_id=f"{self.worker_prefix}{index}",
             capacity=self.capacity,
             slots=self.slots,

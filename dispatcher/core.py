@@ -135,6 +135,10 @@ class Core:
         self.held.hold(task)
         for o in self.observers:
             o.task_accepted(task)
+        if task.worker_id in self.registry.workers:
+            # Claimed from a dead peer (§3.5.1): its worker is already linked here and will not
+            # rejoin; a result it kept is on its link to the dead dispatcher, never sent here.
+            grace_s = REJOIN_SETTLE_S
         self.timers.call_later(grace_s, self._end_hold, task.task_id)
 
     def keep_finished(self, task: TaskRecord) -> None:
@@ -201,10 +205,14 @@ class Core:
         """A TaskResult arrived: update labels and estimates, answer the caller, refill."""
         now = self.clock.monotonic()
         label = self.registry.finish(worker_id, result.task_id)
+        busy = result.error_code == pb.BUSY and not result.ok
+        # BUSY: its slots are taken by other dispatchers' tasks, full until it reports again;
+        # any other answer freed a slot there.
+        self.registry.set_saturated(worker_id, busy)
         if worker_id in self.registry:
             self.registry.set_labels(worker_id, result.labels_loaded, now=now)
         task = self.running.get(result.task_id)
-        if label is not None:
+        if label is not None and not busy:
             for o in self.observers:
                 o.result_observed(self.registry.workers.get(worker_id), label, result)
             if result.ok:
@@ -230,6 +238,9 @@ class Core:
             # ran here as well as elsewhere, or after its caller was answered.
             for o in self.observers:
                 o.late_result(worker_id, result.task_id)
+        elif busy:
+            # Not run, so no attempt, and not the worker's fault: no health strike (§6.6).
+            self._redispatch(task, count_attempt=False)
         elif result.error_code == pb.WORKER_SHUTTING_DOWN and not result.ok:
             # It will not run tasks any more: no new ones for it, and this one goes elsewhere.
             if worker_id in self.registry:
@@ -260,6 +271,17 @@ class Core:
         self.registry.set_labels(worker_id, change.labels_loaded, set(change.labels_loading), now)
         self._fill(worker_id, now)
         self._fill_all_idle()
+
+    def worker_occupancy(self, worker_id: str, report: pb.Occupancy) -> None:
+        """The worker's load changed by another dispatcher's task (docs/architecture.md §6.6):
+        take the slots those tasks use and the labels it holds; O(its capacity), so it can
+        follow every task start and end of every dispatcher."""
+        if worker_id not in self.registry:
+            return
+        now = self.clock.monotonic()
+        self.registry.set_labels(worker_id, report.labels_loaded, report.labels_loading, now)
+        self.registry.set_busy_elsewhere(worker_id, report.slots_in_use_elsewhere)
+        self._fill(worker_id, now)
 
     def worker_goodbye(self, worker_id: str, goodbye: pb.Goodbye) -> None:
         """The worker is leaving: no new tasks for it; re-dispatch the tasks it returns."""
@@ -445,6 +467,17 @@ class Core:
             link = self.links.get(worker_id)
             if link is not None:
                 link.send(pb.DispatcherMessage(reload=pb.Reload(label=label, version=version)))
+                told.append(worker_id)
+        return told
+
+    def unload(self, label: str) -> list[str]:
+        """`label` is being deleted: tell every worker holding it to unload it (`Unload`; the
+        worker lets tasks running on it finish first); the ids of the workers told."""
+        told = []
+        for worker_id in sorted(self.registry.holders(label)):
+            link = self.links.get(worker_id)
+            if link is not None:
+                link.send(pb.DispatcherMessage(unload=pb.Unload(label=label)))
                 told.append(worker_id)
         return told
 

@@ -25,6 +25,8 @@ from dispatcher.tasks import TaskRecord, TaskState
 from proto import smartrouting_pb2 as pb
 
 #: Worker error codes that count against the worker itself (not the caller or the model).
+#: BUSY is not one: it is a race between dispatchers sharing the worker (docs/architecture.md
+#: §6.6), and the core never hands it to `judge`.
 WORKER_FAULTS = frozenset({pb.ENGINE_UNAVAILABLE, pb.INFERENCE_FAILED, pb.INTERNAL})
 
 

@@ -9,6 +9,11 @@ disconnects) and the routing policy reads it. Indexes kept up to date on every c
 - `idle_with_room`: idle workers that can load one more label without evicting.
 
 Every update touches one worker and costs O(its capacity); every lookup is O(1).
+
+With several dispatchers (docs/architecture.md §6.6) a worker's slots are shared: its free
+slots here are its slots less this dispatcher's tasks on it (`in_flight`, counted as they are
+sent) less the slots its last report said the other dispatchers' tasks take
+(`busy_elsewhere`); a worker that answered BUSY counts as full until it reports again.
 """
 
 from __future__ import annotations
@@ -129,6 +134,10 @@ class WorkerRecord:
     failures: int = 0
     #: Models the worker can serve (Hello.servable); None: any label (the simulated engine).
     servable: frozenset[str] | None = None
+    #: Slots taken by other dispatchers' tasks, as the worker last reported (Hello, Occupancy).
+    busy_elsewhere: int = 0
+    #: It answered BUSY: full until its next report or result says a slot was freed.
+    saturated: bool = False
 
     @classmethod
     def from_hello(cls, hello: pb.Hello, now: float) -> WorkerRecord:
@@ -142,11 +151,16 @@ class WorkerRecord:
             task_types=tuple(hello.task_types),
             connected_at=now,
             servable=frozenset(hello.servable) if hello.servable_only else None,
+            busy_elsewhere=hello.slots_in_use_elsewhere,
         )
 
     @property
     def free_slots(self) -> int:
-        return max(0, self.slots - len(self.in_flight))
+        # Our tasks are counted as sent, the others' as reported: neither is counted twice,
+        # since a worker reports to each dispatcher only the slots of the other ones.
+        if self.saturated:
+            return 0
+        return max(0, self.slots - len(self.in_flight) - self.busy_elsewhere)
 
     @property
     def is_idle(self) -> bool:
@@ -228,6 +242,7 @@ class Registry:
             raise RegistryError(f"worker {record.worker_id!r} is already registered")
         record.capacity = max(1, record.capacity)
         record.slots = max(1, record.slots)
+        record.busy_elsewhere = min(max(0, record.busy_elsewhere), record.slots)
         self.workers[record.worker_id] = record
         for label in labels:
             self._add_label(record, label, now)
@@ -289,6 +304,21 @@ class Registry:
             record.loading.discard(label)
         self._reindex(record)
         return label
+
+    def set_busy_elsewhere(self, worker_id: str, slots_in_use: int) -> None:
+        """The worker reported the slots its other dispatchers' tasks take (Occupancy)."""
+        record = self.get(worker_id)
+        record.busy_elsewhere = min(max(0, slots_in_use), record.slots)
+        record.saturated = False
+        self._reindex(record)
+
+    def set_saturated(self, worker_id: str, saturated: bool) -> None:
+        """The worker answered BUSY (True), or freed a slot of ours (False)."""
+        record = self.workers.get(worker_id)
+        if record is None or record.saturated is saturated:
+            return
+        record.saturated = saturated
+        self._reindex(record)
 
     def set_labels(
         self,

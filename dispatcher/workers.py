@@ -4,7 +4,8 @@ Session: with a worker token configured, `Authorization: Bearer <token>` is chec
 (else close 1008 "invalid worker token" / "worker token required"); the `Worker-Id` header
 is required and must not belong to a live connection; the
 first frame must be `Hello` (same id); the dispatcher answers `Welcome`; then `TaskResult`,
-`LabelsChanged` and `Goodbye` arrive while `Task`, `Cancel` and `Drain` go out. A frame that
+`LabelsChanged`, `Occupancy` (a worker shared with other dispatchers, docs/architecture.md
+§6.6) and `Goodbye` arrive while `Task`, `Cancel` and `Drain` go out. A frame that
 does not parse, or a message out of order, closes only that connection with 1008. Refusals
 accept the socket first and then close it, so the worker sees the reason in the close frame.
 Keepalive is uvicorn's websocket ping/pong (`ws_ping_interval`/`ws_ping_timeout`).
@@ -28,6 +29,7 @@ from dispatcher.worker_input import (
     MAX_WORKER_ID_CHARS,
     clean_change,
     clean_costs,
+    clean_labels,
     clean_result,
     hello_refusal,
     worker_id_refusal,
@@ -185,7 +187,20 @@ class WorkerEndpoint:
             elif kind == "labels_changed":
                 clean_change(message.labels_changed, capacity)
                 d.worker_labels_changed(worker_id, message.labels_changed)
+            elif kind == "occupancy":
+                _clean_occupancy(message.occupancy, capacity)
+                d.worker_occupancy(worker_id, message.occupancy)
             elif kind == "goodbye":
                 d.worker_goodbye(worker_id, message.goodbye)
             else:
                 raise ProtocolViolation(f"unexpected {kind} after Hello")
+
+
+def _clean_occupancy(report: pb.Occupancy, capacity: int) -> None:
+    """Bound an Occupancy's label lists to the worker's capacity, in place (its slot counts are
+    clamped by the registry)."""
+    for labels in (report.labels_loaded, report.labels_loading):
+        if len(labels) > capacity:
+            kept = clean_labels(labels, capacity)
+            del labels[:]
+            labels.extend(kept)

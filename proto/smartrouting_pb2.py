@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18proto/smartrouting.proto\x12\x0fsmartrouting.v1\",\n\tLabelCost\x12\x0f\n\x07load_ms\x18\x01 \x01(\x01\x12\x0e\n\x06run_ms\x18\x02 \x01(\x01\"\xd5\x02\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\r\x12\r\n\x05slots\x18\x04 \x01(\r\x12\x0e\n\x06\x65ngine\x18\x05 \x01(\t\x12\x15\n\rlabels_loaded\x18\x06 \x03(\t\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12;\n\x0blabel_costs\x18\x08 \x03(\x0b\x32&.smartrouting.v1.Hello.LabelCostsEntry\x12\x12\n\ntask_types\x18\t \x03(\t\x12\x10\n\x08servable\x18\n \x03(\t\x12\x15\n\rservable_only\x18\x0b \x01(\x08\x1aM\n\x0fLabelCostsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.smartrouting.v1.LabelCost:\x02\x38\x01\"\xb2\x02\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12.\n\nerror_code\x18\x03 \x01(\x0e\x32\x1a.smartrouting.v1.ErrorCode\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x13\n\x0bresult_json\x18\x05 \x01(\t\x12\r\n\x05label\x18\x06 \x01(\t\x12\x12\n\nlabel_miss\x18\x07 \x01(\x08\x12\x0f\n\x07load_ms\x18\x08 \x01(\x01\x12\x10\n\x08queue_ms\x18\t \x01(\x01\x12\x0e\n\x06run_ms\x18\n \x01(\x01\x12\x15\n\rlabels_loaded\x18\x0b \x03(\t\x12\x16\n\x0elabels_evicted\x18\x0c \x03(\t\x12\x0f\n\x07\x61ttempt\x18\r \x01(\r\x12\x15\n\rmodel_version\x18\x0e \x01(\t\"h\n\rLabelsChanged\x12\x15\n\rlabels_loaded\x18\x01 \x03(\t\x12\x16\n\x0elabels_loading\x18\x02 \x03(\t\x12\x18\n\x10labels_unloading\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"4\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x19\n\x11returned_task_ids\x18\x02 \x03(\t\"\xdb\x01\n\rWorkerMessage\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.smartrouting.v1.HelloH\x00\x12\x32\n\x0btask_result\x18\x02 \x01(\x0b\x32\x1b.smartrouting.v1.TaskResultH\x00\x12\x38\n\x0elabels_changed\x18\x03 \x01(\x0b\x32\x1e.smartrouting.v1.LabelsChangedH\x00\x12+\n\x07goodbye\x18\x04 \x01(\x0b\x32\x18.smartrouting.v1.GoodbyeH\x00\x42\x06\n\x04\x62ody\"J\n\x07Welcome\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x15\n\rdispatcher_id\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\"\x91\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x17\n\x0fparameters_json\x18\x04 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x05 \x01(\x03\x12\x12\n\nevict_hint\x18\x06 \x03(\t\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\"(\n\x06Reload\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\",\n\x07Preload\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nevict_hint\x18\x02 \x03(\t\"\x17\n\x06Unload\x12\r\n\x05label\x18\x01 \x01(\t\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\")\n\x06\x43\x61ncel\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xc6\x02\n\x11\x44ispatcherMessage\x12+\n\x07welcome\x18\x01 \x01(\x0b\x32\x18.smartrouting.v1.WelcomeH\x00\x12%\n\x04task\x18\x02 \x01(\x0b\x32\x15.smartrouting.v1.TaskH\x00\x12+\n\x07preload\x18\x03 \x01(\x0b\x32\x18.smartrouting.v1.PreloadH\x00\x12)\n\x06unload\x18\x04 \x01(\x0b\x32\x17.smartrouting.v1.UnloadH\x00\x12\'\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x16.smartrouting.v1.DrainH\x00\x12)\n\x06\x63\x61ncel\x18\x06 \x01(\x0b\x32\x17.smartrouting.v1.CancelH\x00\x12)\n\x06reload\x18\x07 \x01(\x0b\x32\x17.smartrouting.v1.ReloadH\x00\x42\x06\n\x04\x62ody*\xef\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_NOT_FOUND\x10\x01\x12\x15\n\x11MODEL_LOAD_FAILED\x10\x02\x12\x16\n\x12INVALID_PARAMETERS\x10\x03\x12\x15\n\x11UNKNOWN_TASK_TYPE\x10\x04\x12\x14\n\x10INFERENCE_FAILED\x10\x05\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x06\x12\x18\n\x14WORKER_SHUTTING_DOWN\x10\x07\x12\x16\n\x12\x45NGINE_UNAVAILABLE\x10\x08\x12\x0c\n\x08INTERNAL\x10\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18proto/smartrouting.proto\x12\x0fsmartrouting.v1\",\n\tLabelCost\x12\x0f\n\x07load_ms\x18\x01 \x01(\x01\x12\x0e\n\x06run_ms\x18\x02 \x01(\x01\"\xf5\x02\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\r\x12\r\n\x05slots\x18\x04 \x01(\r\x12\x0e\n\x06\x65ngine\x18\x05 \x01(\t\x12\x15\n\rlabels_loaded\x18\x06 \x03(\t\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12;\n\x0blabel_costs\x18\x08 \x03(\x0b\x32&.smartrouting.v1.Hello.LabelCostsEntry\x12\x12\n\ntask_types\x18\t \x03(\t\x12\x10\n\x08servable\x18\n \x03(\t\x12\x15\n\rservable_only\x18\x0b \x01(\x08\x12\x1e\n\x16slots_in_use_elsewhere\x18\x0c \x01(\r\x1aM\n\x0fLabelCostsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.smartrouting.v1.LabelCost:\x02\x38\x01\"\xb2\x02\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12.\n\nerror_code\x18\x03 \x01(\x0e\x32\x1a.smartrouting.v1.ErrorCode\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x13\n\x0bresult_json\x18\x05 \x01(\t\x12\r\n\x05label\x18\x06 \x01(\t\x12\x12\n\nlabel_miss\x18\x07 \x01(\x08\x12\x0f\n\x07load_ms\x18\x08 \x01(\x01\x12\x10\n\x08queue_ms\x18\t \x01(\x01\x12\x0e\n\x06run_ms\x18\n \x01(\x01\x12\x15\n\rlabels_loaded\x18\x0b \x03(\t\x12\x16\n\x0elabels_evicted\x18\x0c \x03(\t\x12\x0f\n\x07\x61ttempt\x18\r \x01(\r\x12\x15\n\rmodel_version\x18\x0e \x01(\t\"h\n\rLabelsChanged\x12\x15\n\rlabels_loaded\x18\x01 \x03(\t\x12\x16\n\x0elabels_loading\x18\x02 \x03(\t\x12\x18\n\x10labels_unloading\x18\x03 \x03(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x7f\n\tOccupancy\x12\x14\n\x0cslots_in_use\x18\x01 \x01(\r\x12\x1e\n\x16slots_in_use_elsewhere\x18\x02 \x01(\r\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x15\n\rlabels_loaded\x18\x04 \x03(\t\x12\x16\n\x0elabels_loading\x18\x05 \x03(\t\"4\n\x07Goodbye\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x19\n\x11returned_task_ids\x18\x02 \x03(\t\"\x8c\x02\n\rWorkerMessage\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.smartrouting.v1.HelloH\x00\x12\x32\n\x0btask_result\x18\x02 \x01(\x0b\x32\x1b.smartrouting.v1.TaskResultH\x00\x12\x38\n\x0elabels_changed\x18\x03 \x01(\x0b\x32\x1e.smartrouting.v1.LabelsChangedH\x00\x12+\n\x07goodbye\x18\x04 \x01(\x0b\x32\x18.smartrouting.v1.GoodbyeH\x00\x12/\n\toccupancy\x18\x05 \x01(\x0b\x32\x1a.smartrouting.v1.OccupancyH\x00\x42\x06\n\x04\x62ody\"J\n\x07Welcome\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x15\n\rdispatcher_id\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\"\x91\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttask_type\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x17\n\x0fparameters_json\x18\x04 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x05 \x01(\x03\x12\x12\n\nevict_hint\x18\x06 \x03(\t\x12\x0f\n\x07\x61ttempt\x18\x07 \x01(\r\"(\n\x06Reload\x12\r\n\x05label\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\",\n\x07Preload\x12\r\n\x05label\x18\x01 \x01(\t\x12\x12\n\nevict_hint\x18\x02 \x03(\t\"\x17\n\x06Unload\x12\r\n\x05label\x18\x01 \x01(\t\"\x17\n\x05\x44rain\x12\x0e\n\x06reason\x18\x01 \x01(\t\")\n\x06\x43\x61ncel\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xc6\x02\n\x11\x44ispatcherMessage\x12+\n\x07welcome\x18\x01 \x01(\x0b\x32\x18.smartrouting.v1.WelcomeH\x00\x12%\n\x04task\x18\x02 \x01(\x0b\x32\x15.smartrouting.v1.TaskH\x00\x12+\n\x07preload\x18\x03 \x01(\x0b\x32\x18.smartrouting.v1.PreloadH\x00\x12)\n\x06unload\x18\x04 \x01(\x0b\x32\x17.smartrouting.v1.UnloadH\x00\x12\'\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x16.smartrouting.v1.DrainH\x00\x12)\n\x06\x63\x61ncel\x18\x06 \x01(\x0b\x32\x17.smartrouting.v1.CancelH\x00\x12)\n\x06reload\x18\x07 \x01(\x0b\x32\x17.smartrouting.v1.ReloadH\x00\x42\x06\n\x04\x62ody*\xf9\x01\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODEL_NOT_FOUND\x10\x01\x12\x15\n\x11MODEL_LOAD_FAILED\x10\x02\x12\x16\n\x12INVALID_PARAMETERS\x10\x03\x12\x15\n\x11UNKNOWN_TASK_TYPE\x10\x04\x12\x14\n\x10INFERENCE_FAILED\x10\x05\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\x06\x12\x18\n\x14WORKER_SHUTTING_DOWN\x10\x07\x12\x16\n\x12\x45NGINE_UNAVAILABLE\x10\x08\x12\x0c\n\x08INTERNAL\x10\t\x12\x08\n\x04\x42USY\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,36 +33,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HELLO_LABELCOSTSENTRY']._loaded_options = None
   _globals['_HELLO_LABELCOSTSENTRY']._serialized_options = b'8\001'
-  _globals['_ERRORCODE']._serialized_start=1861
-  _globals['_ERRORCODE']._serialized_end=2100
+  _globals['_ERRORCODE']._serialized_start=2071
+  _globals['_ERRORCODE']._serialized_end=2320
   _globals['_LABELCOST']._serialized_start=45
   _globals['_LABELCOST']._serialized_end=89
   _globals['_HELLO']._serialized_start=92
-  _globals['_HELLO']._serialized_end=433
-  _globals['_HELLO_LABELCOSTSENTRY']._serialized_start=356
-  _globals['_HELLO_LABELCOSTSENTRY']._serialized_end=433
-  _globals['_TASKRESULT']._serialized_start=436
-  _globals['_TASKRESULT']._serialized_end=742
-  _globals['_LABELSCHANGED']._serialized_start=744
-  _globals['_LABELSCHANGED']._serialized_end=848
-  _globals['_GOODBYE']._serialized_start=850
-  _globals['_GOODBYE']._serialized_end=902
-  _globals['_WORKERMESSAGE']._serialized_start=905
-  _globals['_WORKERMESSAGE']._serialized_end=1124
-  _globals['_WELCOME']._serialized_start=1126
-  _globals['_WELCOME']._serialized_end=1200
-  _globals['_TASK']._serialized_start=1203
-  _globals['_TASK']._serialized_end=1348
-  _globals['_RELOAD']._serialized_start=1350
-  _globals['_RELOAD']._serialized_end=1390
-  _globals['_PRELOAD']._serialized_start=1392
-  _globals['_PRELOAD']._serialized_end=1436
-  _globals['_UNLOAD']._serialized_start=1438
-  _globals['_UNLOAD']._serialized_end=1461
-  _globals['_DRAIN']._serialized_start=1463
-  _globals['_DRAIN']._serialized_end=1486
-  _globals['_CANCEL']._serialized_start=1488
-  _globals['_CANCEL']._serialized_end=1529
-  _globals['_DISPATCHERMESSAGE']._serialized_start=1532
-  _globals['_DISPATCHERMESSAGE']._serialized_end=1858
+  _globals['_HELLO']._serialized_end=465
+  _globals['_HELLO_LABELCOSTSENTRY']._serialized_start=388
+  _globals['_HELLO_LABELCOSTSENTRY']._serialized_end=465
+  _globals['_TASKRESULT']._serialized_start=468
+  _globals['_TASKRESULT']._serialized_end=774
+  _globals['_LABELSCHANGED']._serialized_start=776
+  _globals['_LABELSCHANGED']._serialized_end=880
+  _globals['_OCCUPANCY']._serialized_start=882
+  _globals['_OCCUPANCY']._serialized_end=1009
+  _globals['_GOODBYE']._serialized_start=1011
+  _globals['_GOODBYE']._serialized_end=1063
+  _globals['_WORKERMESSAGE']._serialized_start=1066
+  _globals['_WORKERMESSAGE']._serialized_end=1334
+  _globals['_WELCOME']._serialized_start=1336
+  _globals['_WELCOME']._serialized_end=1410
+  _globals['_TASK']._serialized_start=1413
+  _globals['_TASK']._serialized_end=1558
+  _globals['_RELOAD']._serialized_start=1560
+  _globals['_RELOAD']._serialized_end=1600
+  _globals['_PRELOAD']._serialized_start=1602
+  _globals['_PRELOAD']._serialized_end=1646
+  _globals['_UNLOAD']._serialized_start=1648
+  _globals['_UNLOAD']._serialized_end=1671
+  _globals['_DRAIN']._serialized_start=1673
+  _globals['_DRAIN']._serialized_end=1696
+  _globals['_CANCEL']._serialized_start=1698
+  _globals['_CANCEL']._serialized_end=1739
+  _globals['_DISPATCHERMESSAGE']._serialized_start=1742
+  _globals['_DISPATCHERMESSAGE']._serialized_end=2068
 # @@protoc_insertion_point(module_scope)

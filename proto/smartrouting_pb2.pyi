@@ -56,6 +56,10 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """the engine (e.g. tritonserver) is down or restarting"""
     INTERNAL: _ErrorCode.ValueType  # 9
     """a bug; the message says more"""
+    BUSY: _ErrorCode.ValueType  # 10
+    """Every slot is taken (tasks of the worker's other dispatchers): the task was not run and
+    is no attempt; the dispatcher places it elsewhere (docs/architecture.md §6.6).
+    """
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Why a task failed. OK results carry ERROR_CODE_UNSPECIFIED."""
@@ -79,6 +83,10 @@ ENGINE_UNAVAILABLE: ErrorCode.ValueType  # 8
 """the engine (e.g. tritonserver) is down or restarting"""
 INTERNAL: ErrorCode.ValueType  # 9
 """a bug; the message says more"""
+BUSY: ErrorCode.ValueType  # 10
+"""Every slot is taken (tasks of the worker's other dispatchers): the task was not run and
+is no attempt; the dispatcher places it elsewhere (docs/architecture.md §6.6).
+"""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 @_typing.final
@@ -148,6 +156,7 @@ class Hello(_message.Message):
     TASK_TYPES_FIELD_NUMBER: _builtins.int
     SERVABLE_FIELD_NUMBER: _builtins.int
     SERVABLE_ONLY_FIELD_NUMBER: _builtins.int
+    SLOTS_IN_USE_ELSEWHERE_FIELD_NUMBER: _builtins.int
     protocol_version: _builtins.int
     worker_id: _builtins.str
     capacity: _builtins.int
@@ -159,6 +168,8 @@ class Hello(_message.Message):
     device: _builtins.str
     """e.g. "cpu", "cuda:0" """
     servable_only: _builtins.bool
+    slots_in_use_elsewhere: _builtins.int
+    """Slots taken by tasks of the worker's other dispatchers when it connected (§6.6)."""
     @_builtins.property
     def labels_loaded(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """labels already loaded (after a reconnect)"""
@@ -189,10 +200,11 @@ class Hello(_message.Message):
         task_types: _abc.Iterable[_builtins.str] | None = ...,
         servable: _abc.Iterable[_builtins.str] | None = ...,
         servable_only: _builtins.bool = ...,
+        slots_in_use_elsewhere: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "device", b"device", "engine", b"engine", "label_costs", b"label_costs", "labels_loaded", b"labels_loaded", "protocol_version", b"protocol_version", "servable", b"servable", "servable_only", b"servable_only", "slots", b"slots", "task_types", b"task_types", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "device", b"device", "engine", b"engine", "label_costs", b"label_costs", "labels_loaded", b"labels_loaded", "protocol_version", b"protocol_version", "servable", b"servable", "servable_only", b"servable_only", "slots", b"slots", "slots_in_use_elsewhere", b"slots_in_use_elsewhere", "task_types", b"task_types", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -309,6 +321,46 @@ class LabelsChanged(_message.Message):
 Global___LabelsChanged: _TypeAlias = LabelsChanged  # noqa: Y015
 
 @_typing.final
+class Occupancy(_message.Message):
+    """The worker's load changed because of another dispatcher's task (started or ended): sent
+    to each of its other dispatchers, so every registry sees the slots the others use and the
+    labels the worker holds now (docs/architecture.md §6.6). Full state, not a delta.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOTS_IN_USE_FIELD_NUMBER: _builtins.int
+    SLOTS_IN_USE_ELSEWHERE_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    LABELS_LOADED_FIELD_NUMBER: _builtins.int
+    LABELS_LOADING_FIELD_NUMBER: _builtins.int
+    slots_in_use: _builtins.int
+    """all slots taken, whichever dispatcher sent the task"""
+    slots_in_use_elsewhere: _builtins.int
+    """of which by tasks of the worker's other dispatchers"""
+    slots: _builtins.int
+    @_builtins.property
+    def labels_loaded(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def labels_loading(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        slots_in_use: _builtins.int = ...,
+        slots_in_use_elsewhere: _builtins.int = ...,
+        slots: _builtins.int = ...,
+        labels_loaded: _abc.Iterable[_builtins.str] | None = ...,
+        labels_loading: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels_loaded", b"labels_loaded", "labels_loading", b"labels_loading", "slots", b"slots", "slots_in_use", b"slots_in_use", "slots_in_use_elsewhere", b"slots_in_use_elsewhere"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Occupancy: _TypeAlias = Occupancy  # noqa: Y015
+
+@_typing.final
 class Goodbye(_message.Message):
     """The worker is leaving (SIGTERM). Tasks it received but will not run are
     listed so the dispatcher re-dispatches them at once.
@@ -343,6 +395,7 @@ class WorkerMessage(_message.Message):
     TASK_RESULT_FIELD_NUMBER: _builtins.int
     LABELS_CHANGED_FIELD_NUMBER: _builtins.int
     GOODBYE_FIELD_NUMBER: _builtins.int
+    OCCUPANCY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -351,6 +404,8 @@ class WorkerMessage(_message.Message):
     def labels_changed(self) -> Global___LabelsChanged: ...
     @_builtins.property
     def goodbye(self) -> Global___Goodbye: ...
+    @_builtins.property
+    def occupancy(self) -> Global___Occupancy: ...
     def __init__(
         self,
         *,
@@ -358,12 +413,13 @@ class WorkerMessage(_message.Message):
         task_result: Global___TaskResult | None = ...,
         labels_changed: Global___LabelsChanged | None = ...,
         goodbye: Global___Goodbye | None = ...,
+        occupancy: Global___Occupancy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "goodbye", b"goodbye", "hello", b"hello", "labels_changed", b"labels_changed", "task_result", b"task_result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "goodbye", b"goodbye", "hello", b"hello", "labels_changed", b"labels_changed", "occupancy", b"occupancy", "task_result", b"task_result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "goodbye", b"goodbye", "hello", b"hello", "labels_changed", b"labels_changed", "task_result", b"task_result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "goodbye", b"goodbye", "hello", b"hello", "labels_changed", b"labels_changed", "occupancy", b"occupancy", "task_result", b"task_result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "task_result", "labels_changed", "goodbye"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["hello", "task_result", "labels_changed", "goodbye", "occupancy"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

@@ -65,11 +65,12 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
 
 @dataclass
 class ChildProcess:
-    """One child process with its output in `log_path`; a context manager that stops it."""
+    """One child process with its output in `log_path` (None: the parent's own stdout and
+    stderr, as in a container whose output is the log); a context manager that stops it."""
 
     name: str
     popen: subprocess.Popen[bytes]
-    log_path: Path
+    log_path: Path | None
     #: Whether the child leads a session (and process group) of its own.
     own_session: bool = True
     state: ProcessState = ProcessState.RUNNING
@@ -78,7 +79,7 @@ class ChildProcess:
     def spawn(
         cls,
         argv: Sequence[str],
-        log_path: Path,
+        log_path: Path | None,
         *,
         name: str | None = None,
         env: Mapping[str, str] | None = None,
@@ -86,22 +87,26 @@ class ChildProcess:
         own_session: bool = True,
         die_with_parent: bool = False,
     ) -> Self:
-        """Start `argv` with stdout and stderr appended to `log_path` (its folder is created).
+        """Start `argv` with stdout and stderr appended to `log_path` (its folder is created;
+        None: they are the parent's).
 
         `own_session`: a Ctrl-C in the terminal reaches only the parent, which stops its
         children in its own order. `die_with_parent` (Linux only): the kernel SIGKILLs the
         child when the parent dies; the parent must not start it from a short-lived thread.
         """
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log_file:
-            log_file.write(f"\n=== start {time.ctime()}: {shlex.join(argv)}\n".encode())
-            log_file.flush()
+        with contextlib.ExitStack() as stack:
+            log_file = None
+            if log_path is not None:
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log_file = stack.enter_context(log_path.open("ab"))
+                log_file.write(f"\n=== start {time.ctime()}: {shlex.join(argv)}\n".encode())
+                log_file.flush()
             popen = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
                 env=None if env is None else dict(env),
                 stdout=log_file,
-                stderr=subprocess.STDOUT,
+                stderr=None if log_file is None else subprocess.STDOUT,
                 start_new_session=own_session,
                 preexec_fn=_die_with_parent
                 if die_with_parent and sys.platform == "linux"
@@ -129,7 +134,9 @@ class ChildProcess:
         return False
 
     def tail(self, lines: int = 40) -> str:
-        """The last `lines` lines of the log, for error messages."""
+        """The last `lines` lines of the log, for error messages ("" without a log file)."""
+        if self.log_path is None:
+            return ""
         try:
             with self.log_path.open("rb") as f:
                 f.seek(max(0, f.seek(0, os.SEEK_END) - _TAIL_BYTES))
@@ -139,7 +146,9 @@ class ChildProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def read_log(self) -> str:
-        """The whole log."""
+        """The whole log ("" without a log file)."""
+        if self.log_path is None:
+            return ""
         try:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:

@@ -7,8 +7,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from smartrouting.logs import configure_logging
 from worker.config import parse_config
-from worker.errors import EngineUnavailableError
+from worker.errors import ConfigError, EngineUnavailableError
 from worker.runtime import serve
 
 
@@ -18,10 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     A bad setting exits 2 with one line on stderr (worker.config.parse_config).
     """
     config = parse_config(argv)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format)
     # Health probes of tritonserver would flood the log at INFO.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
@@ -29,6 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EngineUnavailableError as exc:
         logging.getLogger("worker").error("engine failed to start: %s", exc)
         return 3
+    except ConfigError as exc:  # e.g. --http-port already taken
+        logging.getLogger("worker").error("%s", exc)
+        return 2
 
 
 if __name__ == "__main__":

@@ -19,10 +19,13 @@ from typing import ClassVar, Literal
 
 from smartrouting import config as toolkit
 from smartrouting.config import setting
+from smartrouting.logs import LogFormat
 from worker.errors import ConfigError
 
 EngineName = Literal["triton", "onnxruntime", "simulated"]
 TritonModelConfig = Literal["python", "onnxruntime"]
+DispatcherDiscovery = Literal["static", "dns"]
+TritonLog = Literal["file", "stdout"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
 _SIM_DEFAULT = "the simulated engine's measured cost"
@@ -60,9 +63,20 @@ class Config:
 
     env_prefix: ClassVar[str] = "WORKER_"
 
-    dispatcher_url: str = setting(
-        "ws://127.0.0.1:8080/worker-listen", "websocket URL of the dispatcher's /worker-listen"
+    # Several dispatchers (docs/architecture.md §6.6): one link to each; a plain string is
+    # taken as a one-URL tuple, the single-dispatcher form of before.
+    dispatcher_url: tuple[str, ...] = setting(
+        ("ws://127.0.0.1:8080/worker-listen",),
+        "websocket URL of a dispatcher's /worker-listen; repeat the flag (or separate the "
+        "variable's URLs with commas) to connect to several dispatchers",
+        repeat=True,
     )
+    dispatcher_discovery: DispatcherDiscovery = setting(
+        "static",
+        "static: one link per URL; dns: one link per address each URL's host resolves to "
+        "(a Kubernetes headless Service), re-resolved every --discovery-interval-s",
+    )
+    discovery_interval_s: float = setting(10.0, "dns discovery: seconds between resolutions")
     worker_id: str = setting(
         "",
         "id of this worker, unique in the cluster",
@@ -89,7 +103,11 @@ class Config:
         "onnxruntime engine: run concurrent tasks of one label as one batch "
         "(triton: the model's config.pbtxt decides)",
     )
-    batch_delay_ms: float = setting(2.0, "onnxruntime engine: longest wait for a batch to fill, ms")
+    batch_delay_ms: float = setting(
+        2.0,
+        "onnxruntime engine: longest wait for a batch to fill, ms (a request that finds "
+        "its label idle runs at once)",
+    )
     state_dir: Path | None = setting(None, "directory for the engine's working files")
     # Simulated engine costs (milliseconds; see worker/engines/simulated.py).
     sim_load_ms: float | None = setting(
@@ -113,6 +131,19 @@ class Config:
     max_texts: int = setting(256, "most texts per task (more: INVALID_PARAMETERS)")
     max_text_chars: int = setting(20_000, "longest text, in characters")
     log_level: LogLevel = setting("info", "log level")
+    log_format: LogFormat = setting(
+        "text", "log lines: text, or json (one object per line, for log collectors)"
+    )
+    # Probes and metrics (worker/probes.py): off unless a port is given.
+    http_port: int | None = setting(
+        None, "serve /livez, /readyz and /metrics on this port", shown_default="off"
+    )
+    http_host: str = setting("0.0.0.0", "address of the /livez, /readyz and /metrics server")
+    triton_log: TritonLog = setting(
+        "file",
+        "where tritonserver's output goes: file (tritonserver.log in the state directory) "
+        "or stdout (the worker's own output, as in a container)",
+    )
     worker_token: str | None = setting(
         None,
         "token sent as Authorization: Bearer on /worker-listen",
@@ -133,6 +164,18 @@ class Config:
             raise ConfigError(f"batch_delay_ms must be >= 0, got {self.batch_delay_ms}")
         if self.time_scale <= 0:
             raise ConfigError(f"time_scale must be > 0, got {self.time_scale}")
+        if isinstance(self.dispatcher_url, str):  # the single-URL form
+            self.dispatcher_url = (self.dispatcher_url,)
+        # Order kept, duplicates dropped: two links to one dispatcher would be refused anyway.
+        self.dispatcher_url = tuple(dict.fromkeys(u.strip() for u in self.dispatcher_url if u))
+        if not self.dispatcher_url:
+            raise ConfigError("at least one dispatcher_url is required")
+        if self.dispatcher_discovery not in ("static", "dns"):
+            raise ConfigError(f"unknown dispatcher discovery {self.dispatcher_discovery!r}")
+        if not self.discovery_interval_s > 0:
+            raise ConfigError(f"discovery_interval_s must be > 0, got {self.discovery_interval_s}")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise ConfigError(f"http_port must be in 0..65535, got {self.http_port}")
         if not self.worker_id:
             self.worker_id = default_worker_id(self.device)
         self.model_repository = Path(self.model_repository)

@@ -1,9 +1,10 @@
-"""The worker's websocket link to the dispatcher.
+"""The worker's websocket link to one dispatcher (a worker holds one per dispatcher).
 
 `async for ws in websockets.connect(...)` reconnects with exponential backoff and
 full jitter; every (re)connection starts with `Hello`. Outgoing messages go through
 an outbox: a TaskResult that could not be sent (connection down) stays there and is
-sent after the next Hello. A frame from the dispatcher that breaks the protocol
+sent after the next Hello (state reports, `LabelsChanged` and `Occupancy`, are dropped
+instead: Hello carries the full state). A frame from the dispatcher that breaks the protocol
 closes the connection with 1008 and the loop reconnects.
 
     IDLE --run--> CONNECTING --handshake--> OPEN --lost--> CONNECTING ...
@@ -36,6 +37,10 @@ from worker.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+#: Messages that carry the worker's whole state; a newer one or a Hello replaces them.
+_STATE_REPORTS = frozenset({"labels_changed", "occupancy"})
+
+
 class ConnectionState(enum.Enum):
     """Where the link to the dispatcher stands."""
 
@@ -60,7 +65,7 @@ def jittered_backoff(
 
 
 class DispatcherConnection:
-    """Keeps one worker connected to the dispatcher and carries its messages."""
+    """Keeps one worker connected to one dispatcher and carries its messages."""
 
     def __init__(
         self,
@@ -87,6 +92,8 @@ class DispatcherConnection:
         self._closing = False
         self._ws: websockets.ClientConnection | None = None
         self._welcomed = False
+        #: The dispatcher sent Drain: no new task from it until its next Welcome.
+        self.drained = False
 
     # -- outgoing ------------------------------------------------------------
 
@@ -165,7 +172,11 @@ class DispatcherConnection:
                     # e.g. "invalid worker token": say so loudly, it will not fix itself.
                     log.error("dispatcher refused this worker: %s", exc.rcvd.reason)
                 else:
-                    log.info("dispatcher connection closed: %s", exc)
+                    log.info(
+                        "dispatcher connection closed: %s",
+                        exc,
+                        extra={"event": "link_down", "url": self.url},
+                    )
             finally:
                 self._ws = None
                 self.opened.clear()
@@ -182,9 +193,9 @@ class DispatcherConnection:
 
     async def _session(self, ws: websockets.ClientConnection) -> None:
         # Hello goes first, ahead of anything queued while disconnected. It carries the
-        # full label state, so LabelsChanged queued meanwhile are stale: drop them.
+        # full label and slot state, so state reports queued meanwhile are stale: drop them.
         await ws.send(encode(pb.WorkerMessage(hello=self.hello())))
-        kept = [m for m in self._outbox if m.WhichOneof("body") != "labels_changed"]
+        kept = [m for m in self._outbox if m.WhichOneof("body") not in _STATE_REPORTS]
         self._outbox = deque(kept)
         self._ws = ws
         self.connections += 1

@@ -11,6 +11,10 @@ use), it waits for the next release or finished job and decides again.
 
 Jobs are tasks owned here (`jobs`), not by the caller: a caller cancelled while waiting
 (the dispatcher's Cancel, a shutdown) leaves the load running for whoever waits next.
+
+Every load, failed load, eviction and unload is told to a `ModelEvents` listener (the
+worker's logs and metrics, worker/observability.py) after it happened, with its duration and
+reason.
 """
 
 from __future__ import annotations
@@ -22,13 +26,57 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from worker.cache import CacheFullError, ModelCache, ModelState
 from worker.engines.base import Engine
 from worker.errors import EngineUnavailableError
 
 log = logging.getLogger(__name__)
+
+#: Why a label was loaded: for a task that needed it (a miss), or ahead of demand.
+LOAD_FOR_TASK, LOAD_PRELOAD = "task", "preload"
+#: Why a label was unloaded: to make room for another (an eviction), because the dispatcher
+#: asked, at shutdown, or because the engine lost it (e.g. tritonserver died).
+UNLOAD_EVICTION, UNLOAD_REQUESTED, UNLOAD_SHUTDOWN, UNLOAD_ENGINE_LOST = (
+    "eviction",
+    "dispatcher",
+    "shutdown",
+    "engine_lost",
+)
+
+
+class ModelEvents(Protocol):
+    """Told what the manager did, after it happened (never calls back into the manager)."""
+
+    def model_loaded(self, label: str, version: str, load_ms: float, reason: str) -> None:
+        """`label` is ready; `load_ms` includes the evictions it waited for."""
+
+    def model_load_failed(self, label: str, load_ms: float, error: Exception) -> None:
+        """Loading `label` failed with `error`."""
+
+    def model_evicted(self, label: str, for_label: str, hinted: bool) -> None:
+        """`label` is being unloaded to make room for `for_label`; `hinted`: the dispatcher
+        named it in the task's evict hint (else it was the least recently used)."""
+
+    def model_unloaded(self, label: str, reason: str, unload_ms: float) -> None:
+        """`label` is gone (one of the UNLOAD_* reasons)."""
+
+
+class NoModelEvents:
+    """The listener that ignores everything (tests and tools that need no logs)."""
+
+    def model_loaded(self, label: str, version: str, load_ms: float, reason: str) -> None:
+        return None
+
+    def model_load_failed(self, label: str, load_ms: float, error: Exception) -> None:
+        return None
+
+    def model_evicted(self, label: str, for_label: str, hinted: bool) -> None:
+        return None
+
+    def model_unloaded(self, label: str, reason: str, unload_ms: float) -> None:
+        return None
 
 
 @dataclass
@@ -54,10 +102,12 @@ class ModelManager:
         engine: Engine,
         capacity: int,
         on_change: Callable[[str], None] | None = None,
+        events: ModelEvents | None = None,
     ) -> None:
         self.engine = engine
         self.cache = ModelCache(capacity)
         self.on_change = on_change
+        self.events: ModelEvents = events or NoModelEvents()
         #: The load or unload in progress per label.
         self._jobs: dict[str, asyncio.Task[Any]] = {}
         # Set (and replaced) whenever a label is released or a job ends: waiters for room
@@ -80,6 +130,8 @@ class ModelManager:
         self._generation += 1
         gone = self.cache.clear()
         log.warning("engine lost labels %s: %s", sorted(set(gone) | set(labels)), reason)
+        for label in sorted(set(gone) | set(labels)):
+            self.events.model_unloaded(label, UNLOAD_ENGINE_LOST, 0.0)
         self._notify()
         if self.on_change is not None:
             self.on_change(reason)
@@ -98,13 +150,16 @@ class ModelManager:
         job.add_done_callback(done)
         return job
 
-    def _start_unload(self, label: str) -> asyncio.Task[None]:
+    def _start_unload(self, label: str, reason: str) -> asyncio.Task[None]:
         self.cache.begin_unload(label)  # refuses a label in use
-        job = asyncio.create_task(self._unload(label, self._generation), name=f"unload-{label}")
+        job = asyncio.create_task(
+            self._unload(label, self._generation, reason), name=f"unload-{label}"
+        )
         self._start(label, job)
         return job
 
-    async def _unload(self, label: str, generation: int) -> None:
+    async def _unload(self, label: str, generation: int, reason: str) -> None:
+        started = time.perf_counter()
         try:
             await self.engine.unload(label)
         except Exception:
@@ -112,11 +167,17 @@ class ModelManager:
         finally:
             if generation == self._generation and self.cache.state(label) is ModelState.UNLOADING:
                 self.cache.finish_unload(label)
+                unload_ms = (time.perf_counter() - started) * 1000.0
+                self.events.model_unloaded(label, reason, unload_ms)
 
-    def _start_load(self, label: str, victims: list[str], hold: bool) -> asyncio.Task[LoadOutcome]:
+    def _start_load(
+        self, label: str, victims: list[str], hold: bool, evict_hint: Sequence[str] = ()
+    ) -> asyncio.Task[LoadOutcome]:
         # Reserve first, synchronously: the victims are UNLOADING and the label LOADING
         # before anyone else decides, so capacity is never promised twice.
-        unloads = [self._start_unload(victim) for victim in victims]
+        for victim in victims:
+            self.events.model_evicted(victim, label, hinted=victim in evict_hint)
+        unloads = [self._start_unload(victim, UNLOAD_EVICTION) for victim in victims]
         self.cache.begin_load(label)
         job = asyncio.create_task(
             self._load(label, victims, unloads, self._generation, hold), name=f"load-{label}"
@@ -140,14 +201,19 @@ class ModelManager:
             if unloads:
                 await asyncio.gather(*unloads)
             await self.engine.load(label)
-        except BaseException:
+            if generation != self._generation:
+                raise EngineUnavailableError(f"engine restarted while loading {label!r}")
+        except BaseException as exc:
             if generation == self._generation and self.cache.state(label) is ModelState.LOADING:
                 self.cache.fail_load(label)
+            if isinstance(exc, Exception):
+                failed_ms = (time.perf_counter() - started) * 1000.0
+                self.events.model_load_failed(label, failed_ms, exc)
             raise
-        if generation != self._generation:
-            raise EngineUnavailableError(f"engine restarted while loading {label!r}")
         load_ms = (time.perf_counter() - started) * 1000.0
         self.cache.finish_load(label, load_ms)
+        reason = LOAD_FOR_TASK if hold else LOAD_PRELOAD
+        self.events.model_loaded(label, self.engine.model_version(label), load_ms, reason)
         if hold:
             # Taken for the task that asked, in the step that made it READY: were it left
             # free until that task resumes, another waiting for room could evict it first,
@@ -179,7 +245,7 @@ class ModelManager:
                 # Every held label is in use (slots > capacity): wait for a release.
                 await self._changed.wait()
                 continue
-            job = self._start_load(label, victims, hold)
+            job = self._start_load(label, victims, hold, evict_hint)
             try:
                 return await asyncio.shield(job)
             except asyncio.CancelledError:
@@ -215,11 +281,18 @@ class ModelManager:
         return outcome
 
     async def unload(self, label: str) -> bool:
-        """Unload `label` if it is ready and idle; whether it was unloaded."""
-        entry = self.cache.entries.get(label)
-        if entry is None or entry.state is not ModelState.READY or entry.in_use:
-            return False
-        await asyncio.shield(self._start_unload(label))
+        """Unload `label` (the dispatcher's Unload); whether it was unloaded.
+
+        Drains first: tasks running on it finish, a load of it in progress ends, then it
+        is unloaded; False when it is (or becomes) absent meanwhile."""
+        while True:
+            entry = self.cache.entries.get(label)
+            if entry is None:
+                return False
+            if entry.state is ModelState.READY and not entry.in_use:
+                break
+            await self._changed.wait()  # set on every release and at the end of every job
+        await asyncio.shield(self._start_unload(label, UNLOAD_REQUESTED))
         if self.on_change is not None:
             self.on_change(f"unloaded {label}")
         return True
@@ -229,7 +302,7 @@ class ModelManager:
         if self._jobs:
             await asyncio.gather(*self._jobs.values(), return_exceptions=True)
         jobs = [
-            self._start_unload(entry.label)
+            self._start_unload(entry.label, UNLOAD_SHUTDOWN)
             for entry in list(self.cache.entries.values())
             if entry.state is ModelState.READY and not entry.in_use
         ]

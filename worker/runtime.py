@@ -1,4 +1,10 @@
-"""The worker process: engine + model manager + dispatcher connection + task execution.
+"""The worker process: engine + model manager + dispatcher connections + task execution.
+
+The worker links to every dispatcher it is given (or discovers) and is the single owner of its
+slots (docs/architecture.md §6.6): a task's result goes back on the link it came from; a task
+arriving with every slot taken is answered BUSY at once (not run, no attempt); each start and
+end of a task is reported (`Occupancy`) to the other dispatchers, so each sees the load the
+others place.
 
 Shutdown (SIGTERM/SIGINT) is a fixed sequence with a deadline; the signal handler
 only sets an event:
@@ -27,7 +33,8 @@ from proto import smartrouting_pb2 as pb
 from proto.frames import PROTOCOL_VERSION, body_of
 from worker.cache import ModelState
 from worker.config import Config
-from worker.connection import DispatcherConnection
+from worker.connection import ConnectionState, DispatcherConnection
+from worker.discovery import DispatcherDiscovery
 from worker.engines.base import Engine
 from worker.errors import (
     DeadlineExceededError,
@@ -38,6 +45,8 @@ from worker.errors import (
     public_message,
 )
 from worker.models import LoadOutcome, ModelManager
+from worker.observability import WorkerObservability
+from worker.probes import serving_probes
 from worker.repository import ModelRepository
 from worker.tasks import Limits, execute, parse_task
 
@@ -81,6 +90,7 @@ def build_engine(config: Config) -> Engine:
         binary=config.tritonserver,
         model_config=config.triton_model_config,
         device=config.device,
+        log_to_stdout=config.triton_log == "stdout",
     )
 
 
@@ -88,6 +98,8 @@ def build_engine(config: Config) -> Engine:
 class _Pending:
     task: pb.Task
     received: float
+    #: The dispatcher the task came from: its result goes back there.
+    link: DispatcherConnection
     job: asyncio.Task[None] | None = None
     started: bool = False
 
@@ -101,32 +113,102 @@ class Worker:
     state: WorkerState = WorkerState.STARTING
     #: Tasks run and answered (ok or not) since start; cancelled ones do not count.
     tasks_run: int = 0
+    #: Tasks answered BUSY (every slot taken when they arrived) since start.
+    busy_answers: int = 0
+    #: One link per dispatcher, by URL (with dns discovery: per address).
+    links: dict[str, DispatcherConnection] = field(default_factory=dict)
     _pending: dict[str, _Pending] = field(default_factory=dict)
     _background: set[asyncio.Task[object]] = field(default_factory=set)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _link_drained: bool = False
+    _link_jobs: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    #: Set when a link cannot run at all (an invalid URL): the worker stops with exit code 1.
+    _link_failed: asyncio.Event = field(default_factory=asyncio.Event)
+    _link_error: BaseException | None = None
 
     def __post_init__(self) -> None:
         self.engine = self.engine or build_engine(self.config)
-        self.models = ModelManager(self.engine, self.config.capacity, self._labels_changed)
+        # Logs of loads, evictions and tasks, and their metrics where served (--http-port).
+        self.observability = WorkerObservability(self, metrics=self.config.http_port is not None)
+        self.models = ModelManager(
+            self.engine, self.config.capacity, self._labels_changed, events=self.observability
+        )
         self.limits = Limits(
             max_texts=self.config.max_texts, max_text_chars=self.config.max_text_chars
         )
         self._slots = asyncio.Semaphore(self.config.slots)
-        self.connection = DispatcherConnection(
-            self.config.dispatcher_url,
+        self.discovery: DispatcherDiscovery | None = None
+        if self.config.dispatcher_discovery == "dns":
+            self.discovery = DispatcherDiscovery(
+                self.config.dispatcher_url,
+                self._links_changed,
+                interval_s=self.config.discovery_interval_s,
+            )
+        else:
+            for url in self.config.dispatcher_url:
+                self._make_link(url)
+
+    # -- links to the dispatchers --------------------------------------------
+
+    def links_open(self) -> int:
+        """Dispatcher links open now (readiness and metrics: worker/probes.py)."""
+        return sum(link.state is ConnectionState.OPEN for link in self.links.values())
+
+    def slots_in_use(self) -> int:
+        """Slots taken now: tasks accepted and not yet answered (metrics)."""
+        return len(self._pending)
+
+    def _make_link(self, url: str) -> DispatcherConnection:
+        link = DispatcherConnection(
+            url,
             self.config.worker_id,
-            hello=self.hello,
-            on_message=self._on_message,
+            hello=lambda: self.hello(url),
+            on_message=lambda message: self._on_message(link, message),
             ping_interval_s=self.config.ping_interval_s,
             max_backoff_s=self.config.reconnect_max_backoff_s,
             token=self.config.worker_token,
         )
+        self.links[url] = link
+        return link
+
+    def _start_link(self, url: str) -> None:
+        job = asyncio.create_task(
+            self.links[url].run(), name=f"dispatcher-link-{self.config.worker_id}-{url}"
+        )
+        self._link_jobs[url] = job
+        job.add_done_callback(self._link_ended)
+
+    def _link_ended(self, job: asyncio.Task[None]) -> None:
+        if not job.cancelled() and job.exception() is not None:
+            self._link_error = job.exception()
+            self._link_failed.set()
+
+    def _links_changed(self, added: list[str], removed: list[str]) -> None:
+        """Discovery found new dispatchers or lost some: open and close links to match."""
+        if self.state is not WorkerState.RUNNING:
+            return
+        for url in added:
+            if url not in self.links:
+                self._make_link(url)
+                self._start_link(url)
+        for url in removed:
+            link = self.links.pop(url, None)
+            job = self._link_jobs.pop(url, None)
+            if link is not None:
+                # Gone from DNS: its pod is gone too, and results still queued for it with it.
+                self._spawn(self._close_link(link, job), f"close-link-{url}")
+
+    async def _close_link(self, link: DispatcherConnection, job: asyncio.Task[None] | None) -> None:
+        await link.close(1001, "dispatcher no longer discovered")
+        if job is not None:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await job
 
     # -- messages out --------------------------------------------------------
 
-    def hello(self) -> pb.Hello:
-        """The Hello for a (re)connection: capacity, slots, engine, what is loaded, costs."""
+    def hello(self, link_url: str | None = None) -> pb.Hello:
+        """The Hello for a (re)connection: capacity, slots, engine, what is loaded, costs, and
+        the slots taken by tasks of dispatchers other than the one at `link_url`."""
         assert self.engine is not None
         costs = {
             label: pb.LabelCost(load_ms=c.load_ms, run_ms=c.run_ms)
@@ -146,20 +228,50 @@ class Worker:
             # or any label (simulated).
             servable=[] if self.engine.serves_any_label else self.engine.available_labels(),
             servable_only=not self.engine.serves_any_label,
+            slots_in_use_elsewhere=self._slots_in_use_elsewhere().get(link_url or "", 0),
         )
+
+    def _slots_in_use_elsewhere(self) -> dict[str, int]:
+        """Per link URL: the slots taken by tasks of the other links (O(slots) to compute)."""
+        mine: dict[str, int] = {}
+        for pending in self._pending.values():
+            mine[pending.link.url] = mine.get(pending.link.url, 0) + 1
+        total = len(self._pending)
+        return {url: total - mine.get(url, 0) for url in self.links}
+
+    def _occupancy_changed(self, source: DispatcherConnection) -> None:
+        """A task of `source` started or ended: tell every other open link. `source` learns
+        from its own Task and TaskResult; a link that is down gets the state in its next
+        Hello, so nothing piles up in its outbox."""
+        if len(self.links) < 2:
+            return
+        cache = self.models.cache
+        elsewhere = self._slots_in_use_elsewhere()
+        loaded, loading = cache.ready, cache.labels(ModelState.LOADING)
+        for url, link in self.links.items():
+            if link is source or link.state is not ConnectionState.OPEN:
+                continue
+            occupancy = pb.Occupancy(
+                slots_in_use=len(self._pending),
+                slots_in_use_elsewhere=elsewhere[url],
+                slots=self.config.slots,
+                labels_loaded=loaded,
+                labels_loading=loading,
+            )
+            link.send(pb.WorkerMessage(occupancy=occupancy))
 
     def _labels_changed(self, reason: str) -> None:
         cache = self.models.cache
-        self.connection.send(
-            pb.WorkerMessage(
-                labels_changed=pb.LabelsChanged(
-                    labels_loaded=cache.ready,
-                    labels_loading=cache.labels(ModelState.LOADING),
-                    labels_unloading=cache.labels(ModelState.UNLOADING),
-                    reason=reason,
-                )
+        message = pb.WorkerMessage(
+            labels_changed=pb.LabelsChanged(
+                labels_loaded=cache.ready,
+                labels_loading=cache.labels(ModelState.LOADING),
+                labels_unloading=cache.labels(ModelState.UNLOADING),
+                reason=reason,
             )
         )
+        for link in self.links.values():  # every dispatcher routes on what this worker holds
+            link.send(message)
 
     # -- messages in ---------------------------------------------------------
 
@@ -169,12 +281,12 @@ class Worker:
         job.add_done_callback(self._background.discard)
         return job
 
-    def _on_message(self, message: pb.DispatcherMessage) -> None:
+    def _on_message(self, link: DispatcherConnection, message: pb.DispatcherMessage) -> None:
         kind = message.WhichOneof("body")
         body = body_of(message)
         if kind == "task":
             assert isinstance(body, pb.Task)
-            self._accept(body)
+            self._accept(link, body)
         elif kind == "preload":
             assert isinstance(body, pb.Preload)
             self._spawn(self._preload(body), f"preload-{body.label}")
@@ -188,15 +300,20 @@ class Worker:
             # Drain is about this connection (the dispatcher is going away or done with
             # us): take no new task until the next Welcome; running ones finish and their
             # results are sent. Only SIGTERM/SIGINT stops the worker process.
-            log.info("dispatcher asked to drain: %s", message.drain.reason)
-            self._link_drained = True
+            log.info("dispatcher %s asked to drain: %s", link.url, message.drain.reason)
+            link.drained = True
         elif kind == "cancel":
             assert isinstance(body, pb.Cancel)
-            self._cancel(body)
+            self._cancel(link, body)
         elif kind == "welcome":
-            self._link_drained = False
+            link.drained = False
             welcome = message.welcome
-            log.info("welcomed by dispatcher %s (%s)", welcome.dispatcher_id, welcome.policy)
+            log.info(
+                "welcomed by dispatcher %s (%s)",
+                welcome.dispatcher_id,
+                welcome.policy,
+                extra={"event": "link_up", "url": link.url, "dispatcher_id": welcome.dispatcher_id},
+            )
 
     async def _preload(self, preload: pb.Preload) -> None:
         try:
@@ -218,31 +335,51 @@ class Worker:
             return
         log.info("reloaded %r: version %s", reload.label, self.engine.model_version(reload.label))
 
-    def _cancel(self, cancel: pb.Cancel) -> None:
+    def _cancel(self, link: DispatcherConnection, cancel: pb.Cancel) -> None:
         pending = self._pending.get(cancel.task_id)
-        if pending is None or pending.started or pending.job is None:
+        # Only the dispatcher that sent a task may cancel it.
+        if pending is None or pending.started or pending.job is None or pending.link is not link:
             return
         pending.job.cancel()
         self._pending.pop(cancel.task_id, None)
         result = self._error_result(
             pending.task, DeadlineExceededError(f"cancelled by the dispatcher: {cancel.reason}")
         )
-        self.connection.send_result(result)
+        link.send_result(result)
+        self._occupancy_changed(link)
 
-    def _accept(self, task: pb.Task) -> None:
-        if self.state is not WorkerState.RUNNING or self._link_drained:
-            self.connection.send_result(
-                self._error_result(task, ShuttingDownError("worker is shutting down"))
-            )
+    def _accept(self, link: DispatcherConnection, task: pb.Task) -> None:
+        if self.state is not WorkerState.RUNNING or link.drained:
+            link.send_result(self._error_result(task, ShuttingDownError("worker is shutting down")))
             return
         if task.task_id in self._pending:
             log.warning("duplicate task %s ignored (already running here)", task.task_id)
             return
-        pending = _Pending(task, time.perf_counter())
+        if len(self._pending) >= self.config.slots:
+            # Another dispatcher's tasks took the slots since this one last heard: answer at
+            # once so it places the task elsewhere, rather than keep it waiting here.
+            self.busy_answers += 1
+            busy = self._busy_result(task)
+            self.observability.task_finished(task, busy)
+            link.send_result(busy)
+            return
+        pending = _Pending(task, time.perf_counter(), link)
         self._pending[task.task_id] = pending
         pending.job = asyncio.create_task(self._run_task(pending), name=f"task-{task.task_id}")
+        self._occupancy_changed(link)
 
     # -- tasks ---------------------------------------------------------------
+
+    def _busy_result(self, task: pb.Task) -> pb.TaskResult:
+        return pb.TaskResult(
+            task_id=task.task_id,
+            ok=False,
+            error_code=pb.BUSY,
+            error_message=f"all {self.config.slots} slot(s) in use",
+            label=task.label,
+            labels_loaded=self.models.cache.ready,
+            attempt=task.attempt,
+        )
 
     def _error_result(self, task: pb.Task, exc: WorkerError) -> pb.TaskResult:
         message = public_message(exc)
@@ -275,7 +412,9 @@ class Worker:
         finally:
             self._pending.pop(task.task_id, None)
         self.tasks_run += 1
-        self.connection.send_result(result)
+        self.observability.task_finished(task, result)
+        pending.link.send_result(result)
+        self._occupancy_changed(pending.link)
 
     async def _execute(self, task: pb.Task) -> pb.TaskResult:
         assert self.engine is not None
@@ -342,55 +481,59 @@ class Worker:
         self.state = WorkerState.RUNNING
         # Task names carry the worker id: many workers can share one loop (benchmark/swarm.py).
         worker_id = self.config.worker_id
-        link = asyncio.create_task(self.connection.run(), name=f"dispatcher-link-{worker_id}")
+        for url in self.links:
+            self._start_link(url)
+        if self.discovery is not None:
+            self._spawn(self.discovery.run(), f"dispatcher-discovery-{worker_id}")
         stop = asyncio.create_task(self._stop.wait(), name=f"stop-wait-{worker_id}")
+        link_failed = asyncio.create_task(
+            self._link_failed.wait(), name=f"link-failed-wait-{worker_id}"
+        )
         try:
-            done, _ = await asyncio.wait({link, stop}, return_when=asyncio.FIRST_COMPLETED)
-            failed = link in done and link.exception() is not None
+            await asyncio.wait({link_failed, stop}, return_when=asyncio.FIRST_COMPLETED)
+            failed = self._link_failed.is_set()
             if failed:
-                log.error("dispatcher connection failed: %s", link.exception())
-            await self.shutdown(link)
+                log.error("dispatcher connection failed: %s", self._link_error)
+            await self.shutdown()
         finally:
             # Normally only `stop` is left. When run() itself is cancelled (a swarm past its
             # deadline), nothing may outlive it: the link and task jobs would run on unowned.
             jobs = [p.job for p in self._pending.values() if p.job is not None]
-            leftovers = [link, stop, *self._background, *jobs, *self.models.jobs]
+            links = list(self._link_jobs.values())
+            leftovers = [*links, stop, link_failed, *self._background, *jobs, *self.models.jobs]
             for job in leftovers:
                 job.cancel()
             await asyncio.gather(*leftovers, return_exceptions=True)
         return 1 if failed else 0
 
-    async def shutdown(self, link: asyncio.Task[None]) -> None:
-        """The fixed shutdown sequence of the module docstring."""
+    async def shutdown(self) -> None:
+        """The fixed shutdown sequence of the module docstring, on every dispatcher link."""
         assert self.engine is not None
         deadline = time.monotonic() + self.config.shutdown_timeout_s
         self.state = WorkerState.DRAINING
-        returned = [tid for tid, p in self._pending.items() if not p.started]
-        for tid in returned:
-            job = self._pending.pop(tid).job
-            if job is not None:
-                job.cancel()
-        self.connection.send(
-            pb.WorkerMessage(
-                goodbye=pb.Goodbye(reason="worker shutting down", returned_task_ids=returned)
-            )
-        )
+        returned: dict[str, list[str]] = {url: [] for url in self.links}
+        for tid in [tid for tid, p in self._pending.items() if not p.started]:
+            pending = self._pending.pop(tid)
+            if pending.job is not None:
+                pending.job.cancel()
+            returned.setdefault(pending.link.url, []).append(tid)
+        for url, link in self.links.items():  # each dispatcher gets back its own tasks
+            goodbye = pb.Goodbye(reason="worker shutting down", returned_task_ids=returned[url])
+            link.send(pb.WorkerMessage(goodbye=goodbye))
         running = [p.job for p in self._pending.values() if p.job is not None]
         if running:
             log.info("waiting for %d running task(s)", len(running))
             _, late = await asyncio.wait(running, timeout=max(0.1, deadline - time.monotonic()))
             for job in late:
                 job.cancel()
-        if self.connection.opened.is_set():
-            flushed = await self.connection.flush(max(0.1, min(5.0, deadline - time.monotonic())))
-            if not flushed:
-                log.error("%d message(s) could not be sent before exit", self.connection.pending)
-        elif self.connection.pending:
-            log.error("dispatcher unreachable: %d message(s) not sent", self.connection.pending)
-        await self.connection.close(1001, "worker shutting down")
-        link.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await link
+        flush_s = max(0.1, min(5.0, deadline - time.monotonic()))
+        await asyncio.gather(*(_flush(link, flush_s) for link in self.links.values()))
+        await asyncio.gather(
+            *(link.close(1001, "worker shutting down") for link in self.links.values())
+        )
+        for job in self._link_jobs.values():
+            job.cancel()
+        await asyncio.gather(*self._link_jobs.values(), return_exceptions=True)
         for background in list(self._background):
             background.cancel()
         try:
@@ -402,8 +545,18 @@ class Worker:
         log.info("worker %s stopped after %d task(s)", self.config.worker_id, self.tasks_run)
 
 
+async def _flush(link: DispatcherConnection, timeout: float) -> None:
+    """Send what is queued for one dispatcher before closing; say so when it cannot be."""
+    if link.opened.is_set():
+        if not await link.flush(timeout):
+            log.error("%s: %d message(s) could not be sent before exit", link.url, link.pending)
+    elif link.pending:
+        log.error("%s unreachable: %d message(s) not sent", link.url, link.pending)
+
+
 async def serve(config: Config) -> int:
     """Run a worker with signal handlers installed (the CLI's entry point)."""
     worker = Worker(config)
     worker.install_signal_handlers()
-    return await worker.run()
+    async with serving_probes(worker):  # /livez, /readyz, /metrics with --http-port
+        return await worker.run()

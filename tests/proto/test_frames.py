@@ -48,6 +48,12 @@ WORKER_MESSAGES = [
     ),
     pb.WorkerMessage(labels_changed=pb.LabelsChanged(labels_loaded=["a"], labels_loading=["b"])),
     pb.WorkerMessage(goodbye=pb.Goodbye(reason="SIGTERM", returned_task_ids=["t3"])),
+    pb.WorkerMessage(
+        occupancy=pb.Occupancy(
+            slots_in_use=3, slots_in_use_elsewhere=2, slots=4, labels_loaded=["a"]
+        )
+    ),
+    pb.WorkerMessage(task_result=pb.TaskResult(task_id="t4", ok=False, error_code=pb.BUSY)),
 ]
 
 DISPATCHER_MESSAGES = [

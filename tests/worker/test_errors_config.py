@@ -40,7 +40,7 @@ def test_flags_override_environment() -> None:
         "WORKER_SIM_LOAD_MS": "42",
     }
     config = parse_config(["--capacity", "5", "--seed", "7"], env)
-    assert config.dispatcher_url == "ws://h:1/worker-listen"
+    assert config.dispatcher_url == ("ws://h:1/worker-listen",)
     assert config.worker_id == "env-id"
     assert config.capacity == 5
     assert config.model_repository == Path("/models")

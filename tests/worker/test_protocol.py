@@ -147,33 +147,39 @@ async def test_preload_and_unload_report_labels_changed() -> None:
         assert list(changed.labels_loaded) == []
 
 
-async def test_cancel_drops_a_queued_task_only() -> None:
-    """Cancel of a task still waiting for the slot answers DEADLINE_EXCEEDED; the running one
-    finishes."""
-    async with protocol_peer() as peer, running_worker(peer, slots=1):
+async def test_a_task_beyond_the_slots_is_busy_and_a_started_one_is_not_cancelled() -> None:
+    """Every slot taken: a new task is answered BUSY at once, not run, its attempt echoed (the
+    worker queues nothing, docs/architecture.md §6.6); a Cancel of the task already running is
+    ignored and it finishes."""
+    async with protocol_peer() as peer, running_worker(peer, slots=1) as (worker, _):
         await peer.session(0)
         await peer.task("running", "m1", params='{"run_ms": 300}')
-        await peer.task("queued", "m1")
-        await peer.send(pb.DispatcherMessage(cancel=pb.Cancel(task_id="queued", reason="gone")))
+        await peer.task("extra", "m1")
         first = await peer.result()
-        assert (first.task_id, first.error_code) == ("queued", pb.DEADLINE_EXCEEDED)
+        assert (first.task_id, first.ok, first.error_code) == ("extra", False, pb.BUSY)
+        assert first.attempt == 1
+        await peer.send(pb.DispatcherMessage(cancel=pb.Cancel(task_id="running", reason="gone")))
         second = await peer.result()
         assert (second.task_id, second.ok) == ("running", True)
+        assert (worker.busy_answers, worker.tasks_run) == (1, 1)
 
 
 async def test_stop_during_a_task_finishes_it_and_hands_back_the_queued_one() -> None:
-    """Graceful stop: Goodbye returns the queued task, the running one still gets its result,
-    the socket closes with 1001 and run() returns 0."""
+    """Graceful stop: Goodbye returns no task (a task beyond the slots was answered BUSY, not
+    queued), the running one still gets its result, the socket closes with 1001 and run()
+    returns 0."""
     async with protocol_peer() as peer:
         async with running_worker(peer, slots=1) as (worker, job):
             session = await peer.session(0)
             await peer.task("running", "m1", params='{"run_ms": 400}')
-            await peer.task("queued", "m1")
-            await _until(lambda: len(worker._pending) == 2)
+            await peer.task("extra", "m1")
+            busy = await peer.result()
+            assert (busy.task_id, busy.error_code) == ("extra", pb.BUSY)
+            await _until(lambda: len(worker._pending) == 1)
             started = time.monotonic()
             worker.request_stop()
             goodbye = (await peer.next("goodbye")).goodbye
-            assert list(goodbye.returned_task_ids) == ["queued"]
+            assert list(goodbye.returned_task_ids) == []
             result = await peer.result()
             assert (result.task_id, result.ok) == ("running", True)
             assert await asyncio.wait_for(job, scaled(20)) == 0

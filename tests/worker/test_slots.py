@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from proto import smartrouting_pb2 as pb
 from tests.support import scaled
 from tests.worker.peer import ProtocolPeer, protocol_peer
 from worker.config import Config
@@ -124,13 +125,18 @@ async def test_cancelled_waiter_leaves_the_load_running_for_the_next() -> None:
 
 
 async def test_slots_bound_the_tasks_running_at_once() -> None:
-    """With slots 2, a third task on a held label waits until one of two running ones ends."""
+    """With slots 2, a third task on a held label is answered BUSY at once while two run (the
+    worker queues nothing: its dispatcher places the task elsewhere, docs/architecture.md
+    §6.6); once a slot is free the next task runs."""
     engine = GatedEngine(slow=set())
-    async with protocol_peer() as peer, gated_worker(peer, engine, slots=2):
+    async with protocol_peer() as peer, gated_worker(peer, engine, slots=2) as worker:
         await peer.session(0)
         for task_id in ("r1", "r2", "r3"):
             await peer.task(task_id, "a", params='{"run_ms": 100}')
-        results = [await peer.result() for _ in range(3)]
-        assert all(r.ok for r in results)
-        # r3 waited for a slot: it answers last, after queueing for most of a 100 ms run.
-        assert results[-1].task_id == "r3" and results[-1].queue_ms >= 50
+        busy = await peer.result()
+        assert (busy.task_id, busy.ok, busy.error_code) == ("r3", False, pb.BUSY)
+        results = [await peer.result() for _ in range(2)]
+        assert sorted(r.task_id for r in results) == ["r1", "r2"] and all(r.ok for r in results)
+        await peer.task("r4", "a")
+        assert (await peer.result()).task_id == "r4"
+        assert (worker.busy_answers, worker.tasks_run) == (1, 3)

@@ -89,6 +89,14 @@ class Engine(abc.ABC):
         """Whether tasks can run now."""
         return True
 
+    def restarts(self) -> int:
+        """Times the engine came back by itself after dying (a supervised server)."""
+        return 0
+
+    def model_memory_bytes(self) -> dict[str, int]:
+        """Memory each loaded label takes, where the engine can tell (else empty)."""
+        return {}
+
     def available_labels(self) -> list[str]:
         """Labels this engine could load (empty when any valid name goes, as simulated)."""
         return []

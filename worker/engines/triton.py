@@ -9,6 +9,9 @@ batching (uploader/repository.py): concurrent tasks of one label run as one batc
 server. The Python backend takes requests of different sequence lengths together; for the
 ONNX Runtime backend, which batches only equal shapes, sequences are padded to a few
 bucket lengths (`TensorEngine.pad_to_buckets`).
+
+On a GPU (`device` `cuda:*`) tritonserver also serves its own Prometheus metrics (GPU
+utilisation and memory among them) on a port it logs; on the CPU they stay off.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class TritonEngine(TensorEngine):
         device: str | None = None,
         ready_timeout_s: float = 60.0,
         unload_timeout_s: float = 30.0,
+        log_to_stdout: bool = False,
     ) -> None:
         super().__init__(repository)
         self.process = TritonProcess(
@@ -57,6 +61,8 @@ class TritonEngine(TensorEngine):
             model_config_name=None if model_config == "python" else model_config,
             ready_timeout_s=ready_timeout_s,
             on_death=self._on_death,
+            metrics=(device or "").startswith("cuda"),
+            log_to_stdout=log_to_stdout,
         )
         self.device = device or "cpu"
         # The ONNX Runtime backend's dynamic batcher joins only requests of equal shape.
@@ -80,6 +86,33 @@ class TritonEngine(TensorEngine):
 
     def healthy(self) -> bool:
         return self.process.state is TritonState.READY
+
+    def restarts(self) -> int:
+        return self.process.restarts
+
+    def model_memory_bytes(self) -> dict[str, int]:
+        """Resident memory of each label's Python-backend stub process (the ONNX Runtime
+        backend runs inside tritonserver: no per-label figure, so empty)."""
+        from worker.measure import rss_mb, stub_pids
+
+        pid = self.process.pid
+        if pid is None or self.process.state is not TritonState.READY:
+            return {}
+        root = self.repository.root.resolve()
+        memory: dict[str, int] = {}
+        for stub in stub_pids(pid):
+            try:
+                # The stub's first argument is its model file: <repository>/<label>/<n>/model.py
+                model_file = Path(
+                    Path(f"/proc/{stub}/cmdline").read_bytes().split(b"\0")[1].decode()
+                )
+                label = model_file.relative_to(root).parts[0]
+                rss = rss_mb(stub)
+            except (OSError, IndexError, ValueError):
+                continue  # the stub exited meanwhile, or belongs to no label of ours
+            if label in self.loaded:
+                memory[label] = memory.get(label, 0) + int(rss * 1024 * 1024)
+        return memory
 
     def _on_death(self, code: int | None) -> None:
         gone = sorted(self.loaded)

@@ -1,10 +1,13 @@
 """Supervisor of one `tritonserver` child process.
 
 Starts it on free ports with explicit model control, captures its output to a log
-file, waits for `/v2/health/ready` with a timeout, stops it with SIGTERM then
-SIGKILL, and restarts it with exponential backoff when it dies on its own (calling
-`on_death` first, so the worker can report its labels as gone). Spawning, the log and
+file (or leaves it on the worker's stdout, `log_to_stdout`, as in a container), waits
+for `/v2/health/ready` with a timeout, stops it with SIGTERM then SIGKILL, and restarts
+it with exponential backoff when it dies on its own (calling `on_death` first, so the
+worker can report its labels as gone). Spawning, the log and
 the signals are `smartrouting.processes.ChildProcess`'s; the lifecycle is decided here.
+With `metrics` (the worker runs on a GPU) Triton serves its own Prometheus metrics, GPU ones
+included, on `metrics_port` (a free port, in the log and in `tritonserver.json`).
 
     STOPPED --start--> STARTING --ready--> READY --died--> RESTARTING --ready--> READY
                           |                  |                  |
@@ -105,8 +108,13 @@ class TritonProcess:
     max_backoff_s: float = 10.0
     on_death: Callable[[int | None], None] | None = None
     on_ready: Callable[[], None] | None = None
+    #: Serve Triton's own /metrics (GPU utilisation, memory, inference counts) on a free port.
+    metrics: bool = False
+    #: tritonserver's output on the worker's stdout instead of `log_path`.
+    log_to_stdout: bool = False
     state: TritonState = TritonState.STOPPED
     http_port: int = 0
+    metrics_port: int = 0
     restarts: int = 0
     _proc: ChildProcess | None = None
     _watch: asyncio.Task[None] | None = None
@@ -119,6 +127,11 @@ class TritonProcess:
     @property
     def log_path(self) -> Path:
         return self.state_dir / "tritonserver.log"
+
+    @property
+    def log_where(self) -> str:
+        """Where its output goes, for error messages."""
+        return "the worker's output" if self.log_to_stdout else str(self.log_path)
 
     @property
     def pid(self) -> int | None:
@@ -167,10 +180,17 @@ class TritonProcess:
             "--http-address=127.0.0.1",
             f"--http-port={self.http_port}",
             "--allow-grpc=false",
-            "--allow-metrics=false",
             "--disable-auto-complete-config",
             "--exit-timeout-secs=5",
         ]
+        if self.metrics:
+            args += [
+                "--allow-metrics=true",
+                "--allow-gpu-metrics=true",
+                f"--metrics-port={self.metrics_port}",
+            ]
+        else:
+            args.append("--allow-metrics=false")
         if self.model_config_name:
             args.append(f"--model-config-name={self.model_config_name}")
         return args
@@ -178,12 +198,15 @@ class TritonProcess:
     async def _spawn_and_wait(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.http_port = free_port()
+        if self.metrics:
+            # On every address: Prometheus scrapes it from outside the pod.
+            self.metrics_port = free_port("0.0.0.0")
         args = self.command(prepare_backends(self.binary, self.state_dir))
         # Its own process group (its Python-backend stubs join it, and go with it), and
         # SIGKILLed by the kernel if the worker dies, even by SIGKILL: no orphans.
         self._proc = ChildProcess.spawn(
             args,
-            self.log_path,
+            None if self.log_to_stdout else self.log_path,
             name="tritonserver",
             env=triton_env(self.binary),
             own_session=True,
@@ -191,7 +214,13 @@ class TritonProcess:
         )
         # Where operators (and tests) find the running server.
         (self.state_dir / "tritonserver.json").write_text(
-            json.dumps({"pid": self._proc.pid, "http_port": self.http_port})
+            json.dumps(
+                {
+                    "pid": self._proc.pid,
+                    "http_port": self.http_port,
+                    "metrics_port": self.metrics_port,
+                }
+            )
         )
         deadline = time.monotonic() + self.ready_timeout_s
         url = f"http://{self.http_url}/v2/health/ready"
@@ -199,17 +228,27 @@ class TritonProcess:
             while time.monotonic() < deadline:
                 if self._proc.returncode is not None:
                     raise EngineUnavailableError(
-                        f"tritonserver exited with {self._proc.returncode}; see {self.log_path}:"
-                        f"\n{self._proc.tail(5)}"
+                        f"tritonserver exited with {self._proc.returncode}; see {self.log_where}"
+                        f":\n{self._proc.tail(5)}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(url)).status_code == 200:
+                        self._log_ready()
                         return
                 await asyncio.sleep(0.05)
         await self._terminate()
         raise EngineUnavailableError(
-            f"tritonserver not ready after {self.ready_timeout_s}s; see {self.log_path}"
+            f"tritonserver not ready after {self.ready_timeout_s}s; see {self.log_where}"
         )
+
+    def _log_ready(self) -> None:
+        fields: dict[str, object] = {"pid": self.pid, "http_port": self.http_port}
+        if self.metrics:
+            fields["metrics_port"] = self.metrics_port
+        if not self.log_to_stdout:
+            fields["log"] = str(self.log_path)
+        metrics = f", its metrics on port {self.metrics_port}" if self.metrics else ""
+        log.info("tritonserver ready on port %d%s", self.http_port, metrics, extra=fields)
 
     async def _supervise(self) -> None:
         backoff = 0.5
