@@ -141,6 +141,21 @@ class Config:
     state_db: str | None = setting(
         None, "SQLite file keeping asynchronous tasks across restarts (docs/reliability.md)"
     )
+    # The shared task store of several dispatchers (docs/architecture.md, "Shared task store").
+    store_url: str | None = setting(
+        None,
+        "postgresql:// URL of the task store shared by several dispatchers (else --state-db)",
+        secret=True,
+    )
+    dispatcher_id: str | None = setting(
+        None,
+        "this dispatcher's name in the shared task store (its leases)",
+        env="DISPATCHER_ID",
+        shown_default="<hostname>-<pid>",
+    )
+    lease_s: float = setting(
+        15.0, "shared task store: a dead dispatcher's tasks are claimed this long after"
+    )
     worker_token: str | None = setting(
         None,
         "shared token workers present on /worker-listen",
@@ -175,6 +190,8 @@ class Config:
             raise ValueError("demand_time_constant_s must be > 0")
         if not 0 <= self.max_preload_share <= 1:
             raise ValueError("max_preload_share must be in [0, 1]")
+        if self.lease_s <= 0:
+            raise ValueError("lease_s must be > 0")
         if isinstance(self.api_keys, str):  # Config(api_keys="a,b") from code
             object.__setattr__(self, "api_keys", parse_keys(self.api_keys))
 

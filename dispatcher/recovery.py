@@ -21,6 +21,11 @@ dispatch was) still takes a buffered result that arrives while it waits in the q
 A row that cannot be read back (a value of the wrong type, an answer that is not JSON) is
 quarantined (`TaskStore.quarantine`, an ERROR naming the task and why) and the good rows are
 restored: one bad row must not stop the dispatcher from starting.
+
+With a shared store (PostgreSQL, several dispatchers) a dispatcher restores only the rows it
+claims (`plan_rows` over `TaskStorage.claim`): at start those whose lease ended or that it
+held under the same id, later those whose holder stopped renewing (`dispatcher.leases`). Rows
+are read one at a time for `/tasks/{id}` and retries (`task_of_row`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from dispatcher.store import StoredTask, TaskStore
+from dispatcher.store import BadRow, StoredTask, TaskStorage
 from dispatcher.tasks import ResultStore, TaskQueue, TaskRecord, TaskState
 
 log = logging.getLogger("dispatcher.recovery")
@@ -49,13 +54,21 @@ class RecoveryPlan:
 
 
 def plan_recovery(
-    store: TaskStore, result_ttl_s: float, now: float, now_unix: float
+    store: TaskStorage, result_ttl_s: float, now: float, now_unix: float
 ) -> RecoveryPlan:
     """Read `store` (expired rows deleted first) into a plan; `now` is the core's clock.
     Rows that cannot be read back are quarantined and left out."""
     store.expire(result_ttl_s, now_unix)
-    plan = RecoveryPlan()
     rows, bad = store.load_checked()
+    return plan_rows(store, rows, bad, now, now_unix)
+
+
+def plan_rows(
+    store: TaskStorage, rows: list[StoredTask], bad: list[BadRow], now: float, now_unix: float
+) -> RecoveryPlan:
+    """Sort rows read back (or claimed) into a plan; `bad` ones, and rows that cannot be
+    restored, are quarantined and left out."""
+    plan = RecoveryPlan()
     for row_bad in bad:
         _quarantine(store, plan, row_bad.rowid, row_bad.task_id, row_bad.reason)
     for row in rows:
@@ -78,8 +91,20 @@ def plan_recovery(
     return plan
 
 
+def task_of_row(row: StoredTask, now: float, now_unix: float) -> TaskRecord:
+    """A row as a task record (with its answer when finished); raises `ValueError` (or
+    another error of `plan_rows`' list) when it cannot be restored."""
+    task = _task_of(row, now, now_unix)
+    if row.finished:
+        _restore_finished(task, row, now, now_unix)
+    elif row.worker_id:
+        task.worker_id = row.worker_id
+        task.state = TaskState.RUNNING
+    return task
+
+
 def _quarantine(
-    store: TaskStore, plan: RecoveryPlan, rowid: int, task_id: object, reason: str
+    store: TaskStorage, plan: RecoveryPlan, rowid: int, task_id: object, reason: str
 ) -> None:
     log.error(
         "state database: task %r cannot be restored (%s); moved to the quarantine table",

@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The dispatcher: the base install of the project (starlette, uvicorn, websockets, protobuf,
-# httpx, prometheus-client). No torch, no onnxruntime, no numpy.
+# httpx, prometheus-client) and the PostgreSQL driver for the shared task store (several
+# dispatchers). No torch, no onnxruntime, no numpy.
 #
 #   docker build -f docker/dispatcher.Dockerfile -t smart-routing/dispatcher:0.1.0 .
 #
@@ -17,15 +18,15 @@ COPY worker/ worker/
 COPY uploader/ uploader/
 COPY benchmark/ benchmark/
 COPY smartrouting/ smartrouting/
-# A wheel of the project plus wheels of its base dependencies only (no extras).
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# A wheel of the project plus wheels of its base dependencies and the postgres extra.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres]"
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels smart-routing \
+    pip install --no-cache-dir --no-index --find-links /wheels "smart-routing[postgres]" \
     && useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin smartrouting
 # The chart runs every pod as uid/gid 10001 (podSecurityContext); a numeric USER lets the
 # kubelet check runAsNonRoot.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres import PostgresServer, start_postgres
 from tests.support import ProcessFactory, free_port
 
 # The bundled model must never trigger a hub download.
@@ -29,3 +30,17 @@ def processes(tmp_path: Path) -> Iterator[ProcessFactory]:
         yield factory
     finally:
         factory.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (tests.postgres); fails, never skips, when
+    PostgreSQL is not installed."""
+    try:
+        server = start_postgres()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -121,11 +121,13 @@ def test_image_runs_as_the_chart_user(name: str) -> None:
     assert values["runAsUser"] != 0 and values["runAsNonRoot"] is True
 
 
-def test_dispatcher_image_installs_the_base_distribution_only() -> None:
-    """The dispatcher image installs no extras and no torch, onnxruntime or Triton."""
+def test_dispatcher_image_installs_the_base_distribution_and_postgres_only() -> None:
+    """The dispatcher image installs the base distribution plus the PostgreSQL driver (the
+    chart's default store), and no torch, onnxruntime or Triton."""
     runs = " ".join(i.argument for i in _dockerfile("dispatcher") if i.keyword == "RUN")
-    assert "pip wheel" in runs and "smart-routing" in runs
-    assert "[" not in runs
+    assert "pip wheel" in runs and "smart-routing[postgres]" in runs
+    assert '".[postgres]"' in runs
+    assert set(re.findall(r"\[([a-z,]+)\]", runs)) == {"postgres"}
     for heavy in ("torch", "onnxruntime", "triton"):
         assert heavy not in runs
     exposed = [i.argument for i in _dockerfile("dispatcher") if i.keyword == "EXPOSE"]
