@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -25,7 +24,6 @@ from starlette.routing import Route, WebSocketRoute
 
 from dispatcher.access import AccessMiddleware
 from dispatcher.auth import AuthMiddleware, AuthSettings, matches, presented_secret
-from dispatcher.catalogue import models_published
 from dispatcher.config import Config
 from dispatcher.docs_page import docs_page
 from dispatcher.errors import (
@@ -34,11 +32,10 @@ from dispatcher.errors import (
     ModelNotFound,
     TaskCancelled,
     TaskNotFound,
-    UploaderNotConfigured,
-    UploaderUnreachable,
     error_response,
 )
 from dispatcher.metrics import CONTENT_TYPE_LATEST
+from dispatcher.model_admin import ModelAdmin
 from dispatcher.openai_api import openai_routes
 from dispatcher.openapi import openapi_document
 from dispatcher.probes import livez, readyz
@@ -82,6 +79,7 @@ def task_answer(task: TaskRecord) -> Response:
 def create_app(config: Config | None = None) -> Starlette:
     """A dispatcher app; while it runs, `app.state.dispatcher` is its `Dispatcher` too."""
     config = config or Config()
+    admin = ModelAdmin(config)  # uploads, rollback and delete through the uploader
 
     def core(request: Request) -> Dispatcher:
         dispatcher: Dispatcher = request.state.dispatcher
@@ -91,10 +89,11 @@ def create_app(config: Config | None = None) -> Starlette:
         """Who a task belongs to: with API keys on, the key that submitted it; else anyone."""
         return caller_of(request) if config.api_keys else None
 
-    def visible_task(request: Request, task_id: str) -> TaskRecord:
+    async def visible_task(request: Request, task_id: str) -> TaskRecord:
         """The task `task_id` as this caller may see it: another key's task is unknown to it
-        (404, as for an id never used), except to the admin key."""
-        task = core(request).task(task_id)
+        (404, as for an id never used), except to the admin key. A task this dispatcher does
+        not have is read from a shared task store (`Dispatcher.find`)."""
+        task = await core(request).find(task_id)
         if task is not None and task.owner is not None and task.owner != owner_of(request):
             admin = bool(config.admin_key) and matches(
                 presented_secret(request.headers), (config.admin_key or "",)
@@ -127,7 +126,10 @@ def create_app(config: Config | None = None) -> Starlette:
         return JSONResponse(workers_json(core(request), detail))
 
     async def labels(request: Request) -> Response:
-        return JSONResponse(core(request).core.registry.labels())
+        d = core(request)
+        if request.query_params.get("detail", "").lower() in ("1", "true", "yes"):
+            return JSONResponse(d.catalogue.label_details(d.core.registry))
+        return JSONResponse(d.core.registry.labels())
 
     async def run_task(request: Request) -> Response:
         args = parse_task_request(await read_body(request, config.max_body_bytes), config)
@@ -157,7 +159,7 @@ def create_app(config: Config | None = None) -> Starlette:
         task_id = request.path_params["task_id"]
         wait_s = parse_wait(request.query_params.get("wait_s"))
         d = core(request)
-        task = visible_task(request, task_id)
+        task = await visible_task(request, task_id)
         if wait_s and not task.state.finished:
             # Long poll: answer as soon as the task finishes, or with its state after wait_s.
             with contextlib.suppress(TimeoutError):
@@ -171,7 +173,7 @@ def create_app(config: Config | None = None) -> Starlette:
 
     async def cancel_task(request: Request) -> Response:
         task_id = request.path_params["task_id"]
-        visible_task(request, task_id)  # another key's task is unknown to this caller
+        await visible_task(request, task_id)  # another key's task is unknown to this caller
         error = TaskCancelled(f"task {task_id!r} was cancelled (DELETE /tasks/{task_id})")
         task = core(request).core.cancel(task_id, error)
         if task is None:
@@ -179,55 +181,33 @@ def create_app(config: Config | None = None) -> Starlette:
         return JSONResponse(task.status_json())  # a task finished before stays as it ended
 
     async def upload_model(request: Request) -> Response:
-        if not config.uploader_url:
-            raise UploaderNotConfigured(
-                "no uploader configured (--uploader-url / DISPATCHER_UPLOADER_URL)",
-                retry_after_s=config.retry_after_s,
-            )
+        admin.base_url()  # 503 first when no uploader is configured
         raw = await read_body(request, config.max_body_bytes)
         # Unknown or mistyped fields are refused here (422); the uploader judges the model id
         # and gets the body as the caller wrote it.
         parse_upload_request(raw)
-        return await to_uploader(request, "/upload-model", raw)
+        return await admin.forward(core(request), "/upload-model", raw)
+
+    async def upload_status(request: Request) -> Response:
+        """GET /uploads/{id}: an asynchronous upload's phase and result, from the uploader."""
+        wait_s = parse_wait(request.query_params.get("wait_s"))
+        upload_id = request.path_params["upload_id"]
+        wait = f"{wait_s:g}" if wait_s else None
+        return await admin.upload_status(core(request), upload_id, wait)
 
     async def rollback_model(request: Request) -> Response:
         """POST /models/{name}/rollback: the uploader makes the previous version current."""
-        if not config.uploader_url:
-            raise UploaderNotConfigured(
-                "no uploader configured (--uploader-url / DISPATCHER_UPLOADER_URL)",
-                retry_after_s=config.retry_after_s,
-            )
         # Quoted: the uploader judges the name (422), whatever characters it has.
         name = quote(request.path_params["name"], safe="")
-        return await to_uploader(request, f"/models/{name}/rollback", b"{}")
-
-    async def to_uploader(request: Request, path: str, raw: bytes) -> Response:
-        """Forward `raw` to the uploader's `path`; a success publishes a version: into the
-        catalogue, and every worker holding the model is told to load it (`Reload`)."""
-        assert config.uploader_url
-        url = config.uploader_url.rstrip("/") + path
-        # The caller passed the dispatcher's admin check; the uploader checks the same key.
-        headers = {"Content-Type": "application/json"}
-        if config.admin_key:
-            headers["Authorization"] = f"Bearer {config.admin_key}"
-        try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0)) as client:
-                answer = await client.post(url, content=raw, headers=headers)
-        except httpx.HTTPError as exc:
-            raise UploaderUnreachable(f"uploader at {config.uploader_url}: {exc!r}") from exc
-        content_type = answer.headers.get("content-type", "application/json")
-        if answer.status_code == 200:
-            published = models_published(answer.content)
-            if published is not None:  # in the catalogue now; a new version clears its failures
-                core(request).catalogue.publish(*published)
-                core(request).core.reload(*published)
-        return Response(answer.content, status_code=answer.status_code, media_type=content_type)
+        return await admin.forward(core(request), f"/models/{name}/rollback", b"{}")
 
     async def models(request: Request) -> Response:
         return JSONResponse({"models": catalogue_json(core(request))})
 
     async def model(request: Request) -> Response:
         name = request.path_params["name"]
+        if request.method == "DELETE":
+            return await admin.delete(core(request), name)
         for entry in catalogue_json(core(request)):
             if entry["name"] == name:
                 return JSONResponse(entry)
@@ -250,10 +230,12 @@ def create_app(config: Config | None = None) -> Starlette:
         d = Dispatcher(config)
         app.state.dispatcher = d
         d.start()  # restore the state database's tasks, start expiring kept results
+        admin.start(d)  # the uploader's published models into the catalogue
         log.info("dispatcher %s up, policy %s", d.dispatcher_id, config.policy)
         try:
             yield {"dispatcher": d}
         finally:
+            await admin.close()  # stop watching asynchronous uploads
             await d.shutdown()  # a no-op when the server already ran it (dispatcher.server)
 
     auth = AuthSettings(config.worker_token, tuple(config.api_keys), config.admin_key)
@@ -270,8 +252,9 @@ def create_app(config: Config | None = None) -> Starlette:
         Route("/tasks", submit_task, methods=["POST"]),
         Route("/tasks/{task_id}", task_endpoint, methods=["GET", "DELETE"]),
         Route("/upload-model", upload_model, methods=["POST"]),
+        Route("/uploads/{upload_id}", upload_status, methods=["GET"]),
         Route("/models", models, methods=["GET"]),
-        Route("/models/{name}", model, methods=["GET"]),
+        Route("/models/{name}", model, methods=["GET", "DELETE"]),
         Route("/models/{name}/rollback", rollback_model, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
@@ -292,4 +275,5 @@ def create_app(config: Config | None = None) -> Starlette:
         exception_handlers=dict(EXCEPTION_HANDLERS),
     )
     app.state.config = config
+    app.state.model_admin = admin
     return app

@@ -5,7 +5,8 @@
   then closed with 1008 and a reason, so the worker sees why (`dispatcher.workers`).
 - Callers of the client endpoints present one of `SMARTROUTING_API_KEYS` (comma-separated) as
   `Authorization: Bearer <key>` or `X-API-Key: <key>`; without a valid key: 401.
-- `/upload-model` takes only `SMARTROUTING_ADMIN_KEY` when it is set: 401 without a key, 403
+- `/upload-model`, `/uploads/{id}`, `POST /models/{name}/rollback` and `DELETE /models/{name}`
+  take only `SMARTROUTING_ADMIN_KEY` when it is set (`admin_only`): 401 without a key, 403
   with a valid API key that is not the admin key. The admin key is accepted everywhere.
 - `/health`, `/livez`, `/readyz`, `/openapi.json`, `/docs` and the status page's HTML
   (`/dashboard`) stay open; `/metrics`, `/stats` and `/status.json` need a key like the rest
@@ -31,8 +32,18 @@ from dispatcher.errors import DispatcherError, Forbidden, Unauthorized, render_e
 OPEN_PATHS = frozenset(
     {"/health", "/livez", "/readyz", "/openapi.json", "/docs", "/", "/dashboard"}
 )
-#: Paths that need the admin key when one is set.
+#: Paths that need the admin key when one is set (with the routes of `admin_only`).
 ADMIN_PATHS = frozenset({"/upload-model"})
+
+
+def admin_only(path: str, method: str = "GET") -> bool:
+    """Whether `method` on `path` needs the admin key when one is set: uploads and their
+    statuses, a model's rollback and its delete (reading the catalogue stays a caller's)."""
+    if path in ADMIN_PATHS or path.startswith("/uploads/"):
+        return True
+    if path.startswith("/models/"):
+        return path.endswith("/rollback") or method.upper() == "DELETE"
+    return False
 
 
 def parse_keys(raw: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -91,16 +102,13 @@ class AuthSettings:
             return "invalid worker token"
         return None
 
-    def check_http(self, path: str, headers: Mapping[str, str]) -> None:
+    def check_http(self, path: str, headers: Mapping[str, str], method: str = "GET") -> None:
         """Raise `Unauthorized` (401) or `Forbidden` (403) when the request may not go on."""
         if path in OPEN_PATHS:
             return
         secret = presented_secret(headers)
         is_admin = bool(self.admin_key) and matches(secret, (self.admin_key or "",))
-        admin_only = path in ADMIN_PATHS or (
-            path.startswith("/models/") and path.endswith("/rollback")
-        )
-        if admin_only and self.admin_key:
+        if admin_only(path, method) and self.admin_key:
             if is_admin:
                 return
             if secret is None:
@@ -130,7 +138,7 @@ class AuthMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.settings.enabled:
             try:
-                self.settings.check_http(scope["path"], Headers(scope=scope))
+                self.settings.check_http(scope["path"], Headers(scope=scope), scope["method"])
             except DispatcherError as exc:
                 response = render_error(scope["path"], exc)  # OpenAI's shape under /v1/
                 response.headers["WWW-Authenticate"] = 'Bearer realm="smart-routing"'

@@ -13,7 +13,11 @@ Uses (docs/architecture.md §3.3):
   recently is answered 502 `model_load_failed` at once (one load attempt per window);
 - `Stats` asks `metric_label(label)`: only catalogue labels become Prometheus label values and
   `/stats` entries, anything else is counted under `OTHER_LABEL`, so junk labels cannot grow
-  memory or the scrape.
+  memory or the scrape;
+- `DELETE /models/{name}` (`dispatcher.model_admin`) marks a model `begin_delete`: new tasks
+  for it are answered 410 `model_deleted` at once while its workers drain and unload it;
+  `finish_delete` forgets it (404 from then on, even where workers still declare it, until it
+  is published again), `abort_delete` serves it again when the delete could not finish.
 
 It is a `CoreObserver`: it follows workers joining and leaving and tasks failing with
 `MODEL_LOAD_FAILED`; it never calls back into the core.
@@ -28,7 +32,13 @@ from typing import Any
 
 from msgspec import Struct
 
-from dispatcher.errors import DispatcherError, ModelLoadFailed, ModelNotFound, TaskFailed
+from dispatcher.errors import (
+    DispatcherError,
+    ModelDeleted,
+    ModelLoadFailed,
+    ModelNotFound,
+    TaskFailed,
+)
 from dispatcher.estimates import LabelEstimates
 from dispatcher.interfaces import NullObserver
 from dispatcher.registry import Registry, WorkerRecord
@@ -42,6 +52,8 @@ FAILED_LOAD_TTL_S = 60.0
 MAX_FAILURES = 1024
 #: Most close matches offered in a hint.
 MAX_HINTS = 3
+#: Most deleted names remembered (the oldest is forgotten first).
+MAX_DELETED = 1024
 
 
 class ModelEntry(Struct, forbid_unknown_fields=True):
@@ -49,6 +61,7 @@ class ModelEntry(Struct, forbid_unknown_fields=True):
 
     name: str
     version: str | None
+    content_hash: str | None
     published: bool
     servable_by: int
     loaded_on: list[str]
@@ -61,6 +74,14 @@ class ModelCatalogue(Struct, forbid_unknown_fields=True):
     """The `GET /models` answer."""
 
     models: list[ModelEntry]
+
+
+class LabelDetail(Struct, forbid_unknown_fields=True):
+    """One label of `GET /labels?detail=true`: its holders and current version."""
+
+    workers: list[str]
+    version: str | None
+    content_hash: str | None
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,11 @@ class Catalogue(NullObserver):
         self._any: set[str] = set()
         #: Published models: label -> version (the uploader's, "" when it gave none).
         self.published: dict[str, str] = {}
+        #: Published models' content hashes (`sha256:...`), when the uploader gave one.
+        self.hashes: dict[str, str] = {}
+        #: Models being deleted, and deleted ones (insertion order: oldest first).
+        self.deleting: set[str] = set()
+        self.deleted: dict[str, None] = {}
         #: Labels declared by connected workers, with how many declare each.
         self._declared: dict[str, int] = {}
         self._failures: dict[tuple[str, str], LoadFailure] = {}
@@ -95,22 +121,35 @@ class Catalogue(NullObserver):
         return bool(self._any) or not (self._servable or self.published)
 
     def labels(self) -> list[str]:
-        """Every label known by name (declared or published), sorted."""
-        return sorted(set(self._declared) | set(self.published))
+        """Every label known by name (declared or published, not deleted), sorted."""
+        return sorted((set(self._declared) | set(self.published)) - set(self.deleted))
 
     def known(self, label: str) -> bool:
-        """Whether a task for `label` can be served (always, while the catalogue is open)."""
+        """Whether a task for `label` can be served (always, while the catalogue is open,
+        unless the model was deleted)."""
+        if label in self.deleted:
+            return False
         return self.open or label in self._declared or label in self.published
+
+    def named(self, label: str) -> bool:
+        """Whether `label` is a model of the catalogue by name (what `DELETE` may remove)."""
+        return label in self.labels()
 
     def version(self, label: str) -> str:
         """The published version of `label` ("" when unknown or not published)."""
         return self.published.get(label, "")
+
+    def content_hash(self, label: str) -> str:
+        """The content hash of `label`'s published version ("" when unknown)."""
+        return self.hashes.get(label, "")
 
     def metric_label(self, label: str) -> str:
         """`label` when it may be a metric label and a `/stats` key; else `OTHER_LABEL`.
 
         While no worker is connected and nothing is published every label is refused a
         series of its own, so queued junk cannot grow the scrape either."""
+        if label in self.deleted:
+            return OTHER_LABEL
         if label in self._declared or label in self.published or self._any:
             return label
         return OTHER_LABEL
@@ -134,6 +173,8 @@ class Catalogue(NullObserver):
 
     def refusal(self, label: str, now: float) -> DispatcherError | None:
         """Why a task for `label` is answered at once, or None when it may go to a worker."""
+        if label in self.deleting:
+            return ModelDeleted(f"model {label!r} is being deleted (DELETE /models/{label})")
         if not self.known(label):
             return ModelNotFound(self.not_found_detail(label))
         failure = self._failures.get((label, self.version(label)))
@@ -154,7 +195,9 @@ class Catalogue(NullObserver):
         shown = label if len(label) <= 200 else label[:200] + "..."
         hints = self.did_you_mean(label)
         detail = f"no model {shown!r}"
-        if hints:
+        if label in self.deleted:
+            detail += " (it was deleted; publish it again to use it)"
+        elif hints:
             detail += "; did you mean " + " or ".join(repr(h) for h in hints) + "?"
         elif "/" in label:
             detail += f" (a label spells a Hugging Face id with '--': {label.replace('/', '--')!r})"
@@ -162,15 +205,37 @@ class Catalogue(NullObserver):
 
     # ---- changes ------------------------------------------------------------------------
 
-    def publish(self, label: str, version: str = "") -> None:
-        """The uploader published `label` (a new version): known, and its failures cleared."""
+    def publish(self, label: str, version: str = "", content_hash: str = "") -> bool:
+        """The uploader published `label` (a new version): known, and its failures cleared;
+        whether this changed its version (a repeated report of the same one does not)."""
+        changed = self.published.get(label) != version or label in self.deleted
         self.published[label] = version
-        for key in [k for k in self._failures if k[0] == label]:
-            del self._failures[key]
+        if content_hash:
+            self.hashes[label] = content_hash
+        self.deleted.pop(label, None)
+        self._forget_failures(label)
+        return changed
 
-    def remove(self, label: str) -> None:
-        """Forget a published model (`DELETE /models/{name}`)."""
+    def begin_delete(self, label: str) -> None:
+        """`DELETE /models/{label}` started: new tasks for it are refused 410."""
+        self.deleting.add(label)
+
+    def abort_delete(self, label: str) -> None:
+        """The delete could not finish: `label` is served again (loaded on demand)."""
+        self.deleting.discard(label)
+
+    def finish_delete(self, label: str) -> None:
+        """The model is gone: forgotten, and refused (404) until published again."""
+        self.deleting.discard(label)
         self.published.pop(label, None)
+        self.hashes.pop(label, None)
+        self._forget_failures(label)
+        self.deleted.pop(label, None)
+        if len(self.deleted) >= MAX_DELETED:
+            del self.deleted[next(iter(self.deleted))]
+        self.deleted[label] = None
+
+    def _forget_failures(self, label: str) -> None:
         for key in [k for k in self._failures if k[0] == label]:
             del self._failures[key]
 
@@ -223,6 +288,7 @@ class Catalogue(NullObserver):
             {
                 "name": label,
                 "version": self.published.get(label) or None,
+                "content_hash": self.hashes.get(label) or None,
                 "published": label in self.published,
                 "servable_by": self._declared.get(label, 0),
                 "loaded_on": sorted(registry.holders(label)),
@@ -232,6 +298,17 @@ class Catalogue(NullObserver):
             }
             for label in self.labels()
         ]
+
+    def label_details(self, registry: Registry) -> dict[str, dict[str, Any]]:
+        """`GET /labels?detail=true`: each held label's workers, version and content hash."""
+        return {
+            label: {
+                "workers": workers,
+                "version": self.published.get(label) or None,
+                "content_hash": self.hashes.get(label) or None,
+            }
+            for label, workers in registry.labels().items()
+        }
 
 
 def models_published(answer: bytes) -> tuple[str, str] | None:
@@ -247,3 +324,13 @@ def models_published(answer: bytes) -> tuple[str, str] | None:
         return None
     version = body.get("version")
     return name, str(version) if version is not None else ""
+
+
+def published_hash(answer: bytes) -> str:
+    """The content hash of the uploader's success answer ("" when it has none)."""
+    try:
+        body = json.loads(answer)
+    except ValueError:
+        return ""
+    value = body.get("content_hash") if isinstance(body, dict) else None
+    return value if isinstance(value, str) else ""

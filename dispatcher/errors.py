@@ -15,6 +15,7 @@ Exception tree::
     ├── NotFound (404 not_found: no such route)
     │   ├── TaskNotFound (404 task_not_found)
     │   └── ModelNotFound (404 model_not_found: a label not in the model catalogue)
+    ├── ModelDeleted (410 model_deleted: DELETE /models/{name} is removing the model)
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── DuplicateTask (409 duplicate_task)
     │   └── TaskIdConflict (409 task_id_conflict: the id is in use with another body)
@@ -27,6 +28,7 @@ Exception tree::
     │   ├── ShuttingDown (503 shutting_down)
     │   ├── AttemptsExhausted (503 attempts_exhausted)
     │   ├── UploaderNotConfigured (503 uploader_not_configured)
+    │   ├── UploaderUnavailable (503 uploader_unavailable: a delete could not reach it)
     │   └── StoreFailed (503 store_failed: the state database cannot be written)
     ├── UpstreamError (502 upstream_error)
     │   ├── TaskFailed (502 task_failed; status chosen from the worker's error code)
@@ -169,6 +171,13 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
+class ModelDeleted(DispatcherError):
+    """The model is being deleted (`DELETE /models/{name}`): no new task for it."""
+
+    status = 410
+    code = "model_deleted"
+
+
 class MethodNotAllowed(DispatcherError):
     """The route exists but not for this method."""
 
@@ -246,6 +255,12 @@ class UploaderNotConfigured(Unavailable):
     """`/upload-model` was called but no `--uploader-url` is set."""
 
     code = "uploader_not_configured"
+
+
+class UploaderUnavailable(Unavailable):
+    """A model delete could not reach the uploader; the detail says what state it left."""
+
+    code = "uploader_unavailable"
 
 
 class StoreFailed(Unavailable):

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from dispatcher.auth import ADMIN_PATHS, OPEN_PATHS
+from dispatcher.auth import OPEN_PATHS, admin_only
 from dispatcher.operations import OPERATIONS, Answer, Operation, error
 from dispatcher.schemas import TaskRequest
 
@@ -143,7 +143,7 @@ def _operation(op: Operation, schema_of: dict[str, Any]) -> dict[str, Any]:
         )
         # Kept when the operation documents its own 401 (OpenAI's error shape under /v1/).
         responses.setdefault("401", _response(unauthorized, schema_of))
-        if op.path in ADMIN_PATHS:
+        if admin_only(op.path, op.method):
             responses["403"] = _response(
                 error(
                     "403",

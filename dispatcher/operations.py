@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from dispatcher.catalogue import ModelCatalogue, ModelEntry
+from dispatcher.catalogue import LabelDetail, ModelCatalogue, ModelEntry
 from dispatcher.openai_api import EmbeddingsAnswer, EmbeddingsRequest, ModelList, OpenAIError
 from dispatcher.probes import Liveness, Readiness
 from dispatcher.schemas import (
+    DeleteModelAnswer,
     ErrorBody,
     Health,
     Labels,
@@ -25,6 +26,7 @@ from dispatcher.schemas import (
     TaskStatus,
     UploadModelAnswer,
     UploadModelRequest,
+    UploadStatus,
     WorkerDetails,
     WorkerIds,
 )
@@ -139,6 +141,12 @@ _TASK_ERRORS = (
         },
     ),
     error(
+        "410",
+        "The task's model is being deleted (`DELETE /models/{name}`).",
+        "model_deleted",
+        "model 'org--m' is being deleted (DELETE /models/org--m)",
+    ),
+    error(
         "413",
         "The body is larger than the limit.",
         "payload_too_large",
@@ -166,9 +174,92 @@ _TASK_ERRORS = (
     ),
 )
 
+_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "the model's label",
+    "schema": {"type": "string"},
+}
+_UPLOADER_DOWN = (
+    error(
+        "502",
+        "The uploader did not answer.",
+        "uploader_unreachable",
+        "uploader at http://uploader:8000: ConnectError",
+    ),
+    error(
+        "503",
+        "No uploader is configured.",
+        "uploader_not_configured",
+        "no uploader configured",
+    ),
+)
+_PUBLISHED_EXAMPLE = {
+    "status": "success",
+    "message": "BAAI/bge-small-en-v1.5 published as BAAI--bge-small-en-v1.5 "
+    "(dimension 384, max abs diff 2e-06)",
+    "model_id": "BAAI/bge-small-en-v1.5",
+    "model_name": "BAAI--bge-small-en-v1.5",
+    "dimension": 384,
+    "max_batch_size": 32,
+    "max_seq_length": 512,
+    "max_abs_diff": 2e-06,
+    "onnx_bytes": 133093467,
+    "seconds": 41.2,
+    "replaced": False,
+    "version": 1,
+    "content_hash": "sha256:9f2c...",
+}
+_UPLOAD_ID = "6c1f0e2a9b7d4c3e8f5a1b2c3d4e5f60"
+_UPLOAD_QUEUED = {
+    "upload_id": _UPLOAD_ID,
+    "model_id": "BAAI/bge-small-en-v1.5",
+    "state": "queued",
+    "phase": "queued",
+    "phases": [{"phase": "queued", "started_unix": 1767225600.0}],
+    "created_unix": 1767225600.0,
+    "status_url": f"/uploads/{_UPLOAD_ID}",
+}
+_UPLOAD_STATES = {
+    "queued": _UPLOAD_QUEUED,
+    "export": {
+        **_UPLOAD_QUEUED,
+        "state": "running",
+        "phase": "export",
+        "phases": [
+            {"phase": "queued", "started_unix": 1767225600.0},
+            {"phase": "load", "started_unix": 1767225600.1},
+            {"phase": "export", "started_unix": 1767225603.9},
+        ],
+    },
+    "success": {
+        **_UPLOAD_QUEUED,
+        "state": "success",
+        "phase": "publish",
+        "phases": [
+            {"phase": "queued", "started_unix": 1767225600.0},
+            {"phase": "load", "started_unix": 1767225600.1},
+            {"phase": "export", "started_unix": 1767225603.9},
+            {"phase": "validate", "started_unix": 1767225631.0},
+            {"phase": "publish", "started_unix": 1767225640.8},
+        ],
+        "finished_unix": 1767225641.3,
+        "result": _PUBLISHED_EXAMPLE,
+    },
+    "failed": {
+        **_UPLOAD_QUEUED,
+        "state": "failed",
+        "finished_unix": 1767225600.2,
+        "error": {"error": "model_exists", "detail": "BAAI--bge-small-en-v1.5 exists"},
+        "http_status": 409,
+    },
+}
+
 _MODEL_EXAMPLE = {
     "name": "all-MiniLM-L6-v2",
     "version": None,
+    "content_hash": None,
     "published": False,
     "servable_by": 2,
     "loaded_on": ["worker-1"],
@@ -325,15 +416,36 @@ OPERATIONS: tuple[Operation, ...] = (
         "get",
         "/labels",
         "Labels and their holders",
-        "Each label held by a worker (loaded or loading) -> ids of the workers holding it.",
+        "Each label held by a worker (loaded or loading) -> ids of the workers holding it; "
+        "with `?detail=true` -> its workers, current version and content hash (from the "
+        "model catalogue; null for a model the uploader did not publish through this "
+        "dispatcher).",
         "workers",
         (
             Answer(
                 "200",
-                "Label -> worker ids.",
-                Labels,
-                {"two": {"all-MiniLM-L6-v2": ["worker-1", "worker-2"]}},
+                "Label -> worker ids, or label -> details with `?detail=true`.",
+                (Labels, dict[str, LabelDetail]),
+                {
+                    "two": {"all-MiniLM-L6-v2": ["worker-1", "worker-2"]},
+                    "detail": {
+                        "org--m": {
+                            "workers": ["worker-1"],
+                            "version": "2",
+                            "content_hash": "sha256:9f2c...",
+                        }
+                    },
+                },
             ),
+        ),
+        parameters=(
+            {
+                "name": "detail",
+                "in": "query",
+                "required": False,
+                "description": "`true` for each label's workers, version and content hash",
+                "schema": {"type": "boolean", "default": False},
+            },
         ),
     ),
     Operation(
@@ -368,15 +480,57 @@ OPERATIONS: tuple[Operation, ...] = (
                 "no model 'all-MiniLM-L6'; did you mean 'all-MiniLM-L6-v2'?",
             ),
         ),
-        parameters=(
-            {
-                "name": "name",
-                "in": "path",
-                "required": True,
-                "description": "the model's label",
-                "schema": {"type": "string"},
-            },
+        parameters=(_NAME,),
+    ),
+    Operation(
+        "delete",
+        "/models/{name}",
+        "Delete a model",
+        "In order: the uploader is checked (unreachable: 503, nothing changed); the model is "
+        "marked deleting (new tasks for it are answered 410 `model_deleted` at once, its "
+        "queued tasks fail 410); every worker holding it is sent `Unload` and finishes the "
+        "tasks running on it first; the uploader removes its folder from the repository; the "
+        "catalogue forgets it (tasks for it: 404 until it is published again). When the "
+        "uploader fails at the removal the model is served again and the 503 says so.",
+        "admin",
+        (
+            Answer(
+                "200",
+                "Deleted: where it was unloaded, what was removed.",
+                DeleteModelAnswer,
+                {
+                    "deleted": {
+                        "status": "success",
+                        "message": "org--m deleted",
+                        "model_name": "org--m",
+                        "unloaded_from": ["worker-1"],
+                        "still_loaded_on": [],
+                        "queued_tasks_failed": 0,
+                        "files_removed": True,
+                        "versions_removed": [1, 2],
+                    }
+                },
+            ),
+            error(
+                "404",
+                "No model has this name.",
+                "model_not_found",
+                "no model 'org--n'; did you mean 'org--m'?",
+            ),
+            Answer(
+                "4XX",
+                "Another refusal of the uploader (an upload of the model is running: 409), "
+                "passed through; the model is served again.",
+            ),
+            error(
+                "503",
+                "No uploader is configured, or it did not answer; the detail says what state "
+                "the model is in.",
+                "uploader_unavailable",
+                "the uploader at http://uploader:8000 does not answer; nothing was changed",
+            ),
         ),
+        parameters=(_NAME,),
     ),
     Operation(
         "post",
@@ -412,28 +566,9 @@ OPERATIONS: tuple[Operation, ...] = (
             Answer(
                 "4XX", "Another refusal of the uploader (an invalid name: 422), passed through."
             ),
-            error(
-                "502",
-                "The uploader did not answer.",
-                "uploader_unreachable",
-                "uploader at http://uploader:8000: ConnectError",
-            ),
-            error(
-                "503",
-                "No uploader is configured.",
-                "uploader_not_configured",
-                "no uploader configured",
-            ),
+            *_UPLOADER_DOWN,
         ),
-        parameters=(
-            {
-                "name": "name",
-                "in": "path",
-                "required": True,
-                "description": "the model's label",
-                "schema": {"type": "string"},
-            },
-        ),
+        parameters=(_NAME,),
     ),
     Operation(
         "post",
@@ -558,31 +693,18 @@ OPERATIONS: tuple[Operation, ...] = (
         "/upload-model",
         "Convert and publish a model",
         "Checked here (unknown or mistyped fields: 422), then forwarded to the uploader, whose "
-        "answer is passed through once the model is converted to ONNX and published.",
+        "answer is passed through once the model is converted to ONNX and published. With "
+        '`"async": true` the answer is 202 at once (with `Location: /uploads/{id}`); read the '
+        "conversion's phase and its end at `status_url`. A published version goes into the "
+        "catalogue and every worker holding the model is told to load it (`Reload`).",
         "admin",
         (
+            Answer("200", "Published.", UploadModelAnswer, {"published": _PUBLISHED_EXAMPLE}),
             Answer(
-                "200",
-                "Published.",
-                UploadModelAnswer,
-                {
-                    "published": {
-                        "status": "success",
-                        "message": "BAAI/bge-small-en-v1.5 published as BAAI--bge-small-en-v1.5 "
-                        "(dimension 384, max abs diff 2e-06)",
-                        "model_id": "BAAI/bge-small-en-v1.5",
-                        "model_name": "BAAI--bge-small-en-v1.5",
-                        "dimension": 384,
-                        "max_batch_size": 32,
-                        "max_seq_length": 512,
-                        "max_abs_diff": 2e-06,
-                        "onnx_bytes": 133093467,
-                        "seconds": 41.2,
-                        "replaced": False,
-                        "version": 1,
-                        "content_hash": "sha256:9f2c...",
-                    }
-                },
+                "202",
+                '`"async": true`: queued; poll `status_url` (`Location`).',
+                UploadStatus,
+                {"queued": _UPLOAD_QUEUED},
             ),
             error(
                 "400",
@@ -623,7 +745,52 @@ OPERATIONS: tuple[Operation, ...] = (
             ),
         ),
         UploadModelRequest,
-        {"model": {"model_id": "BAAI/bge-small-en-v1.5", "max_batch_size": 32}},
+        {
+            "model": {"model_id": "BAAI/bge-small-en-v1.5", "max_batch_size": 32},
+            "async": {"model_id": "BAAI/bge-small-en-v1.5", "overwrite": True, "async": True},
+        },
+    ),
+    Operation(
+        "get",
+        "/uploads/{upload_id}",
+        "An asynchronous upload's state",
+        "Forwarded to the uploader: the phase the conversion is in (queued, load, export, "
+        "validate, publish, each with when it started) and, once it ended, `success` with the "
+        "synchronous answer as `result`, or `failed` with its `error` and `http_status`. "
+        "Kept an hour after it ended (the newest 100). `wait_s` long-polls an unfinished one.",
+        "admin",
+        (
+            Answer("200", "The upload's state.", UploadStatus, _UPLOAD_STATES),
+            error(
+                "404",
+                "No upload has this id, or its state expired.",
+                "upload_not_found",
+                "no upload 'x' (unknown, or its status expired)",
+            ),
+            error(
+                "422",
+                "`wait_s` is not a number of seconds from 0 to 60.",
+                "validation_failed",
+                {"field": "wait_s", "message": "must be a number of seconds from 0 to 60"},
+            ),
+            *_UPLOADER_DOWN,
+        ),
+        parameters=(
+            {
+                "name": "upload_id",
+                "in": "path",
+                "required": True,
+                "description": "the id the 202 answered",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "wait_s",
+                "in": "query",
+                "required": False,
+                "description": "wait up to this many seconds for an unfinished upload to end",
+                "schema": {"type": "number", "minimum": 0, "maximum": 60, "default": 0},
+            },
+        ),
     ),
     Operation(
         "get",

@@ -21,7 +21,7 @@ import re
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import Meta, Struct, field
 from starlette.requests import Request
 
 from dispatcher.config import Config, Policy
@@ -113,6 +113,10 @@ class UploadModelRequest(Struct, forbid_unknown_fields=True, omit_defaults=True)
     model_name: (
         Annotated[ModelId, Meta(description="label to publish under (default: from the id)")] | None
     ) = None
+    background: Annotated[
+        bool,
+        Meta(description="answer 202 at once with a status URL; convert in the background"),
+    ] = field(default=False, name="async")
 
 
 # --- responses -----------------------------------------------------------------------------
@@ -262,6 +266,51 @@ class UploadModelAnswer(Struct, forbid_unknown_fields=True):
     replaced: bool
     version: Annotated[int, Meta(description="the version now current (1, 2, ...)")] = 1
     content_hash: Annotated[str, Meta(description="sha256 of the version's model.onnx")] = ""
+
+
+class UploadPhase(Struct, forbid_unknown_fields=True):
+    """One phase an asynchronous upload entered, and when (Unix seconds)."""
+
+    phase: Literal["queued", "load", "export", "validate", "publish"]
+    started_unix: float
+
+
+class UploadStatus(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """An asynchronous upload: `POST /upload-model` with `async` (202) and `GET /uploads/{id}`."""
+
+    upload_id: str
+    model_id: str
+    state: Annotated[
+        Literal["queued", "running", "success", "failed"],
+        Meta(description="queued for a conversion slot, running, or ended"),
+    ]
+    phase: Literal["queued", "load", "export", "validate", "publish"]
+    phases: list[UploadPhase]
+    created_unix: float
+    status_url: str
+    finished_unix: float | None = None
+    result: (
+        Annotated[UploadModelAnswer, Meta(description="on success: the synchronous answer")] | None
+    ) = None
+    error: Annotated[ErrorBody, Meta(description="on failure: the error")] | None = None
+    http_status: (
+        Annotated[int, Meta(description="on failure: the synchronous call's status")] | None
+    ) = None
+
+
+class DeleteModelAnswer(Struct, forbid_unknown_fields=True):
+    """`DELETE /models/{name}`: the model unloaded everywhere, then removed."""
+
+    status: Literal["success"]
+    message: str
+    model_name: str
+    unloaded_from: Annotated[list[str], Meta(description="workers told to unload it")]
+    still_loaded_on: Annotated[
+        list[str], Meta(description="workers that had not unloaded it when the wait ended")
+    ]
+    queued_tasks_failed: Annotated[int, Meta(description="its queued tasks, answered 410")]
+    files_removed: Annotated[bool, Meta(description="the uploader removed its folder")]
+    versions_removed: list[int]
 
 
 class RollbackAnswer(Struct, forbid_unknown_fields=True):

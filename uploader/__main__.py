@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
 
 from smartrouting import config as toolkit
+from smartrouting.logs import configure_logging
 from uploader.config import ConvertConfig, ServeConfig, UploaderConfig, batch_delay
 
 _COMMANDS: dict[str, tuple[type[ConvertConfig] | type[ServeConfig], str]] = {
@@ -61,10 +61,9 @@ def parse(
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     common, config = parse(argv)
-    logging.basicConfig(
-        level=common.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(common.log_level, common.log_format)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_progress_bars()
     if isinstance(config, ConvertConfig):
         return _convert(config)
     import uvicorn
@@ -78,8 +77,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         admin_key=config.admin_key,
         batch_delay_ms=batch_delay(config),
     )
-    uvicorn.run(app, host=config.host, port=config.port, log_level=common.log_level)
+    # log_config=None: uvicorn's lines go through the handler configure_logging installed.
+    uvicorn.run(
+        app, host=config.host, port=config.port, log_level=common.log_level, log_config=None
+    )
     return 0
+
+
+def quiet_progress_bars() -> None:
+    """No tqdm bars (downloads, shards, batches): their `\r` redraws garble a log file and a
+    log collector. The variables are read when huggingface_hub, transformers and tqdm are
+    imported, which happens later (the conversion imports them lazily)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    if "huggingface_hub" in sys.modules:  # imported already: switch its bars off directly
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
 
 
 def _convert(config: ConvertConfig) -> int:

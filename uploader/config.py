@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from smartrouting.config import setting
+from smartrouting.logs import LogFormat
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
@@ -25,6 +26,9 @@ class UploaderConfig:
     env_prefix: ClassVar[str] = "UPLOADER_"
 
     log_level: LogLevel = setting("info", "log level")
+    log_format: LogFormat = setting(
+        "text", "log lines: text, or json (one object per line, for log collectors)"
+    )
 
 
 @dataclass(frozen=True)

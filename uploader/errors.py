@@ -8,6 +8,7 @@ exception handler (`uploader.service.handle_error`) renders it as
     ├── InvalidRequest (400, "invalid_request")          malformed JSON, unknown or mistyped fields
     ├── Unauthorized (401, "unauthorized")               admin key missing or wrong
     ├── RouteNotFound (404, "not_found")                 no route has this path
+    ├── UploadNotFound (404, "upload_not_found")         no asynchronous upload has this id
     ├── MethodNotAllowed (405, "method_not_allowed")     the route exists, the method does not
     ├── BodyTooLarge (413, "body_too_large")
     ├── InvalidModelId (422, "invalid_model_id")         traversal, bad characters, too long
@@ -18,6 +19,7 @@ exception handler (`uploader.service.handle_error`) renders it as
     ├── ModelExists (409, "model_exists")                published already, overwrite is false
     ├── UploadInProgress (409, "upload_in_progress")     another upload holds the model's lock
     ├── NoPreviousVersion (409, "no_previous_version")   a rollback with no older version left
+    ├── TooManyUploads (429, "too_many_uploads")         asynchronous uploads waiting: at the bound
     ├── ConversionError (500, "conversion_failed")       export or publish broke unexpectedly
     └── InternalError (500, "internal_error")            any other exception (a bug), wrapped
 """
@@ -66,6 +68,13 @@ class RouteNotFound(UploaderError):
 
     status = 404
     code = "not_found"
+
+
+class UploadNotFound(UploaderError):
+    """No asynchronous upload has this id (unknown, or its status expired)."""
+
+    status = 404
+    code = "upload_not_found"
 
 
 class MethodNotAllowed(UploaderError):
@@ -136,6 +145,13 @@ class NoPreviousVersion(UploaderError):
 
     status = 409
     code = "no_previous_version"
+
+
+class TooManyUploads(UploaderError):
+    """As many asynchronous uploads as the service queues are waiting or running already."""
+
+    status = 429
+    code = "too_many_uploads"
 
 
 class ConversionError(UploaderError):

@@ -1,4 +1,4 @@
-"""Numbered versions of a published model: a new version, a rollback, the current one.
+"""Numbered versions of a published model: a new version, a rollback, the current one, removal.
 
 Each publish of a model is a new version folder `REPO/<name>/<n>/` (model.onnx, model.py,
 tokenizer/); the configs' `version_policy` names the one Triton serves, and
@@ -10,6 +10,9 @@ version, and unloads the old one once its in-flight requests are done.
 A new version of an existing entry is moved in folder first, then the entry-level files
 (configs, tokenizer), then smartrouting.json, each with one rename: a reader sees the old
 version or the new one. The caller holds the model's lock (`repository.model_lock`).
+
+`remove_model` deletes an entry with every version (`DELETE /models/{name}`): renamed aside
+to a hidden `.retired-` name in one step (readers see the entry or nothing), then deleted.
 """
 
 from __future__ import annotations
@@ -151,6 +154,25 @@ def rollback(repository: Path, model_name: str) -> dict[str, Any]:
         )
         entries.write_metadata(target, metadata)
     return metadata
+
+
+def remove_model(repository: Path, model_name: str) -> dict[str, Any]:
+    """Delete the entry `model_name` with all its versions; what was removed.
+
+    Takes the model's lock (UploadInProgress while an upload of it runs). Raises ModelNotFound
+    for no such entry. Returns `{"model_name", "version", "versions"}`: the version that was
+    current and the version folders deleted.
+    """
+    target = repository / model_name
+    with entries.model_lock(repository, model_name):
+        if not target.is_dir():
+            raise ModelNotFound(f"no published model {model_name!r}")
+        metadata = entries.read_metadata(target) or {}
+        removed = numbered_versions(target)
+        retired = repository / f"{entries.RETIRED_PREFIX}{model_name}-{uuid.uuid4().hex[:8]}"
+        _rename(target, retired)
+        shutil.rmtree(retired, ignore_errors=True)
+    return {"model_name": model_name, "version": metadata.get("version"), "versions": removed}
 
 
 def _replace_dir(source: Path, target: Path, repository: Path) -> None:

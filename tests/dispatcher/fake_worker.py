@@ -40,6 +40,7 @@ class FakeWorker:
     broken: set[str] = field(default_factory=set)
     received: list[pb.Task] = field(default_factory=list)
     reloads: list[pb.Reload] = field(default_factory=list)
+    unloads: list[pb.Unload] = field(default_factory=list)
     cancels: list[pb.Cancel] = field(default_factory=list)
     results: list[pb.TaskResult] = field(default_factory=list)
     drained: bool = False
@@ -153,6 +154,11 @@ class FakeWorker:
                     self.cancels.append(message.cancel)
                 elif kind == "reload":
                     self.reloads.append(message.reload)
+                elif kind == "unload":
+                    self.unloads.append(message.unload)
+                    job = asyncio.create_task(self._unload(message.unload.label, set(self._jobs)))
+                    self._jobs.add(job)
+                    job.add_done_callback(self._jobs.discard)
                 elif kind == "drain":
                     self.drained = True
 
@@ -190,6 +196,15 @@ class FakeWorker:
         assert self.ws is not None
         with contextlib.suppress(websockets.ConnectionClosed):
             await self.ws.send(frames.encode(pb.WorkerMessage(task_result=result)))
+
+    async def _unload(self, label: str, running: set[asyncio.Task[None]]) -> None:
+        """Unload: like a real worker, the tasks running when it arrived finish first."""
+        await asyncio.gather(*running, return_exceptions=True)
+        self._loaded.pop(label, None)
+        changed = pb.LabelsChanged(labels_loaded=self.loaded)
+        assert self.ws is not None
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await self.ws.send(frames.encode(pb.WorkerMessage(labels_changed=changed)))
 
     async def _fail_load(self, task: pb.Task) -> None:
         result = pb.TaskResult(

@@ -10,9 +10,15 @@ import httpx
 import msgspec
 import pytest
 
-from dispatcher.catalogue import OTHER_LABEL, Catalogue, ModelCatalogue, models_published
-from dispatcher.errors import ModelLoadFailed, ModelNotFound
-from dispatcher.registry import WorkerRecord
+from dispatcher.catalogue import (
+    MAX_DELETED,
+    OTHER_LABEL,
+    Catalogue,
+    ModelCatalogue,
+    models_published,
+)
+from dispatcher.errors import ModelDeleted, ModelLoadFailed, ModelNotFound
+from dispatcher.registry import Registry, WorkerRecord
 from tests.support import scaled
 
 pytestmark = pytest.mark.timeout(120)
@@ -119,6 +125,57 @@ def test_models_published_reads_the_uploader_answer() -> None:
     assert models_published(b'{"status": "success", "model_name": "m1"}') == ("m1", "")
     assert models_published(b"not json") is None
     assert models_published(b'{"status": "error"}') is None
+
+
+def test_delete_refuses_410_then_404_until_published_again() -> None:
+    """begin_delete: 410 at once; abort_delete: served again; finish_delete: 404 (even while
+    a worker still declares it, and with an any-label worker), until a new publish."""
+    catalogue = Catalogue()
+    catalogue.worker_joined(declaring("w1", "m1", "m2"))
+    catalogue.publish("m1", "1", "sha256:aa")
+    catalogue.begin_delete("m1")
+    refusal = catalogue.refusal("m1", 0.0)
+    assert isinstance(refusal, ModelDeleted) and refusal.http_status == 410
+    catalogue.abort_delete("m1")
+    assert catalogue.refusal("m1", 0.0) is None and catalogue.named("m1")
+    catalogue.begin_delete("m1")
+    catalogue.finish_delete("m1")
+    catalogue.worker_joined(WorkerRecord("sim", servable=None))  # serves any label
+    gone = catalogue.refusal("m1", 0.0)
+    assert isinstance(gone, ModelNotFound) and "deleted" in str(gone.detail)
+    assert catalogue.labels() == ["m2"] and not catalogue.named("m1")
+    assert catalogue.metric_label("m1") == OTHER_LABEL
+    assert catalogue.content_hash("m1") == ""
+    assert catalogue.publish("m1", "2") is True  # published again: served
+    assert catalogue.refusal("m1", 0.0) is None and "m1" in catalogue.labels()
+
+
+def test_publish_says_whether_the_version_changed() -> None:
+    """A repeated report of one version (the async watch and a status read) reloads once."""
+    catalogue = Catalogue()
+    assert catalogue.publish("m1", "2", "sha256:bb") is True
+    assert catalogue.publish("m1", "2", "sha256:bb") is False
+    assert catalogue.publish("m1", "1", "sha256:aa") is True  # a rollback
+    assert (catalogue.version("m1"), catalogue.content_hash("m1")) == ("1", "sha256:aa")
+
+
+def test_deleted_names_are_bounded() -> None:
+    catalogue = Catalogue()
+    for i in range(MAX_DELETED + 50):
+        catalogue.publish(f"m{i}")
+        catalogue.finish_delete(f"m{i}")
+    assert len(catalogue.deleted) == MAX_DELETED and "m0" not in catalogue.deleted
+
+
+def test_label_details_carry_version_and_hash() -> None:
+    registry = Registry()
+    registry.add(WorkerRecord("w1", capacity=2), ["m1", "m2"])
+    catalogue = Catalogue()
+    catalogue.publish("m1", "3", "sha256:cc")
+    assert catalogue.label_details(registry) == {
+        "m1": {"workers": ["w1"], "version": "3", "content_hash": "sha256:cc"},
+        "m2": {"workers": ["w1"], "version": None, "content_hash": None},
+    }
 
 
 # ---- through a real dispatcher ----------------------------------------------------------------

@@ -360,7 +360,7 @@ async def test_openapi_lists_every_endpoint(client) -> None:
     assert set(doc["paths"]) == {
         "/health", "/workers", "/labels", "/run-task", "/tasks", "/tasks/{task_id}",
         "/upload-model", "/metrics", "/stats", "/openapi.json", "/v1/embeddings", "/v1/models",
-        "/models", "/models/{name}", "/models/{name}/rollback",
+        "/models", "/models/{name}", "/models/{name}/rollback", "/uploads/{upload_id}",
         "/livez", "/readyz", "/dashboard", "/status.json",
     }  # fmt: skip
 
