@@ -14,6 +14,8 @@ FULL_VALUES: dict[str, Any] = {
     "imagePullSecrets": [{"name": "regcred"}],
     "commonLabels": {"team": "ml-platform"},
     "dispatcher": {
+        "replicas": 3,
+        "podAntiAffinity": "required",
         "randomDispatch": True,
         "service": {"type": "LoadBalancer", "annotations": {"example.com/lb": "internal"}},
         "extraEnv": [{"name": "DISPATCHER_SEED", "value": "7"}],
@@ -30,6 +32,13 @@ FULL_VALUES: dict[str, Any] = {
     "uploader": {"hfTokenSecret": "hf-token"},
     "auth": {"existingSecret": "smart-routing-credentials"},
     "modelRepository": {"existingClaim": "shared-models"},
+    # A managed PostgreSQL whose URL the user keeps in a Secret of their own.
+    "postgresql": {"enabled": False},
+    "store": {
+        "postgresql": {
+            "external": {"existingSecret": "smart-routing-store-url", "existingSecretKey": "dsn"}
+        }
+    },
     "metrics": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus"}},
         "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "ml"}},

@@ -43,18 +43,22 @@ def test_default_render_passes_kubernetes_schemas(default_render: Rendered, vers
     checked = _validate_all(default_render, version)
     assert sorted(checked) == sorted(
         [
-            "Deployment",
-            "Deployment",
-            "PersistentVolumeClaim",
-            "Pod",
-            "PodDisruptionBudget",
-            "Secret",
-            "Service",
-            "Service",
-            "Service",
-            "Service",
+            "Deployment",  # dispatchers
+            "Deployment",  # uploader
+            "PersistentVolumeClaim",  # model repository
+            "Pod",  # helm test
+            "PodDisruptionBudget",  # dispatchers
+            "PodDisruptionBudget",  # workers
+            "Secret",  # auth
+            "Secret",  # store URL and PostgreSQL password
+            "Service",  # dispatchers, for callers
+            "Service",  # dispatchers, headless, for workers
+            "Service",  # PostgreSQL
+            "Service",  # uploader
+            "Service",  # workers, headless
             "ServiceAccount",
-            "StatefulSet",
+            "StatefulSet",  # PostgreSQL
+            "StatefulSet",  # workers
         ]
     )
 

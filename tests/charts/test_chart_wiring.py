@@ -14,8 +14,9 @@ PREFIX = "demo-smart-routing"
 DISPATCHER = f"{PREFIX}-dispatcher"
 WORKER = f"{PREFIX}-worker"
 UPLOADER = f"{PREFIX}-uploader"
+PEERS = f"{PREFIX}-dispatchers"
 #: Services named otherwise than the workload they select.
-SERVICE_OWNER = {f"{PREFIX}-listen": DISPATCHER}
+SERVICE_OWNER = {PEERS: DISPATCHER}
 
 
 def _pod_labels(workload: dict[str, Any]) -> dict[str, str]:
@@ -33,7 +34,7 @@ def _value(env: dict[str, dict[str, Any]], name: str) -> str:
 
 def test_every_service_selects_exactly_its_own_workload(default_render: Rendered) -> None:
     """Each Service's selector matches one workload's pod labels, and its own selector too
-    (the workers' door to the dispatcher, `-listen`, selects the dispatcher)."""
+    (the headless Service workers resolve, `-dispatchers`, selects the dispatchers)."""
     pods = {w["metadata"]["name"]: w for w in workloads(default_render)}
     for service in default_render.all("Service"):
         name = SERVICE_OWNER.get(service["metadata"]["name"], service["metadata"]["name"])
@@ -60,12 +61,15 @@ def test_uploader_is_probed_on_health(default_render: Rendered) -> None:
         assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
 
 
-def test_dispatcher_is_one_replica_with_health_probes(default_render: Rendered) -> None:
-    """One dispatcher (its registry is in memory), replaced not rolled, probed on /readyz
-    (ready once a worker is connected) and /livez."""
+def test_dispatchers_are_replicated_with_health_probes(default_render: Rendered) -> None:
+    """Two active dispatchers by default, rolled one new pod at a time without taking one away
+    first, probed on /readyz (ready once a worker is connected) and /livez."""
     deployment = default_render.one("Deployment", DISPATCHER)
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     (container,) = containers(deployment)
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
@@ -102,8 +106,9 @@ def test_without_uploader_the_dispatcher_gets_no_uploader_url() -> None:
     assert "DISPATCHER_UPLOADER_URL" not in env_of(container)
 
 
-def test_workers_get_a_gpu_their_id_and_the_dispatcher_url(default_render: Rendered) -> None:
-    """Each worker pod: one nvidia.com/gpu, WORKER_ID = pod name, dials the dispatcher Service."""
+def test_workers_get_a_gpu_their_id_and_every_dispatcher(default_render: Rendered) -> None:
+    """Each worker pod: one nvidia.com/gpu, WORKER_ID = pod name, and every dispatcher found by
+    DNS through the headless Service (which lists pods before they are ready)."""
     statefulset = default_render.one("StatefulSet", WORKER)
     assert statefulset["spec"]["replicas"] == 2
     assert statefulset["spec"]["serviceName"] == WORKER
@@ -112,12 +117,19 @@ def test_workers_get_a_gpu_their_id_and_the_dispatcher_url(default_render: Rende
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     env = env_of(container)
     assert env["WORKER_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    # Workers dial the Service that publishes the dispatcher before it is ready.
-    listen = default_render.one("Service", f"{PREFIX}-listen")
-    assert listen["spec"]["publishNotReadyAddresses"] is True
-    port = listen["spec"]["ports"][0]["port"]
-    expected = f"ws://{PREFIX}-listen.{NAMESPACE}.svc:{port}/worker-listen"
+    # The headless Service resolves to the pods themselves: the URL's port is the container's.
+    peers = default_render.one("Service", PEERS)
+    assert peers["spec"]["clusterIP"] == "None"
+    # A dispatcher is ready only once workers are connected: hiding it until then from the
+    # Service workers resolve would keep both waiting forever.
+    assert peers["spec"]["publishNotReadyAddresses"] is True
+    (dispatcher,) = containers(default_render.one("Deployment", DISPATCHER))
+    port = dispatcher["ports"][0]["containerPort"]
+    assert peers["spec"]["ports"][0]["port"] == port
+    expected = f"ws://{PEERS}.{NAMESPACE}.svc:{port}/worker-listen"
     assert _value(env, "WORKER_DISPATCHER_URL") == expected
+    assert _value(env, "WORKER_DISPATCHER_DISCOVERY") == "dns"
+    assert float(_value(env, "WORKER_DISCOVERY_INTERVAL_S")) > 0
     assert _value(env, "WORKER_CAPACITY") == "2"
     assert container["args"] == ["--engine", "triton", "--triton-model-config", "onnxruntime"]
 
@@ -198,7 +210,7 @@ def test_auth_env_comes_from_the_rendered_secret(default_render: Rendered) -> No
             for name, e in env_of(container).items()
             if name.startswith("SMARTROUTING_")
         }
-        assert set(refs) == expected[workload["metadata"]["name"]]
+        assert set(refs) == expected.get(workload["metadata"]["name"], set())
         for ref in refs.values():
             assert ref["name"] == secret["metadata"]["name"]
             assert ref["key"] in secret["data"]
@@ -221,9 +233,9 @@ def test_existing_secret_is_referenced_and_none_created(full_render: Rendered) -
 
 
 def test_auth_can_be_switched_off() -> None:
-    """auth.enabled=false: no Secret and no SMARTROUTING_* variables anywhere."""
+    """auth.enabled=false: no auth Secret and no SMARTROUTING_* variables anywhere."""
     rendered = render({"auth": {"enabled": False}})
-    assert rendered.all("Secret") == []
+    assert [s["metadata"]["name"] for s in rendered.all("Secret")] == [f"{PREFIX}-store"]
     for workload in workloads(rendered):
         (container,) = containers(workload)
         assert not [n for n in env_of(container) if n.startswith("SMARTROUTING_")]
@@ -291,15 +303,21 @@ def test_hpa_scales_the_workers_on_queue_depth(full_render: Rendered) -> None:
     assert "replicas" not in full_render.one("StatefulSet", WORKER)["spec"]
 
 
-def test_helm_test_pod_checks_the_dispatcher_service(default_render: Rendered) -> None:
-    """`helm test` runs a hook pod, non-root, that GETs /health through the dispatcher Service."""
+def test_helm_test_pod_checks_every_dispatcher_is_ready(default_render: Rendered) -> None:
+    """`helm test` runs a hook pod, non-root, that resolves the headless Service and GETs
+    /readyz on each of the dispatcher pods it lists, expecting as many as the replicas."""
     (pod,) = default_render.all("Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     (container,) = pod["spec"]["containers"]
-    port = default_render.one("Service", DISPATCHER)["spec"]["ports"][0]["port"]
-    assert f"http://{DISPATCHER}.{NAMESPACE}.svc:{port}/health" in container["command"][-1]
-    compile(container["command"][-1], "helm-test", "exec")  # the script is valid Python
+    script = container["command"][-1]
+    (dispatcher,) = containers(default_render.one("Deployment", DISPATCHER))
+    port = dispatcher["ports"][0]["containerPort"]
+    assert f'getaddrinfo("{PEERS}.{NAMESPACE}.svc", {port}' in script
+    assert f"http://{{host}}:{port}/readyz" in script
+    assert "/health" not in script
+    assert "len(addresses) == 2" in script
+    compile(script, "helm-test", "exec")  # the script is valid Python
 
 
 def test_optional_parts_are_off_by_default(default_render: Rendered) -> None:

@@ -109,15 +109,64 @@ An image reference. Call with (dict "root" $ "image" .Values.dispatcher.image).
 {{- printf "http://%s.%s.svc:%v" (include "smart-routing.dispatcher.fullname" .) .Release.Namespace .Values.dispatcher.service.port -}}
 {{- end -}}
 {{/*
-The Service workers dial: it publishes the dispatcher while it is not ready, since the
-dispatcher is ready only once workers are connected (/readyz).
+The headless Service workers resolve to every dispatcher pod's address. It publishes pods
+that are not ready, since a dispatcher is ready only once workers are connected (/readyz):
+hiding it until then would keep every worker away for good. One character shorter prefix
+than the other names, for the longer suffix.
 */}}
-{{- define "smart-routing.dispatcher.listenName" -}}
-{{- printf "%s-listen" (include "smart-routing.fullname" .) -}}
+{{- define "smart-routing.dispatcher.peersName" -}}
+{{- printf "%s-dispatchers" (include "smart-routing.fullname" . | trunc 51 | trimSuffix "-") -}}
 {{- end -}}
+{{/*
+The URL workers dial: the headless Service's name resolves to the pods themselves, so the
+port is the dispatcher's container port (no Service port mapping in between).
+*/}}
 {{- define "smart-routing.dispatcher.workerUrl" -}}
-{{- printf "ws://%s.%s.svc:%v/worker-listen" (include "smart-routing.dispatcher.listenName" .) .Release.Namespace .Values.dispatcher.service.port -}}
+{{- printf "ws://%s.%s.svc:%v/worker-listen" (include "smart-routing.dispatcher.peersName" .) .Release.Namespace .Values.dispatcher.containerPort -}}
 {{- end -}}
+{{- define "smart-routing.postgresql.fullname" -}}
+{{- printf "%s-postgresql" (include "smart-routing.fullname" .) -}}
+{{- end -}}
+
+{{/*
+The dispatchers' task store: "postgresql" (in-chart or external, shared by every replica) or
+"sqlite" (one dispatcher's own file).
+*/}}
+{{- define "smart-routing.store.kind" -}}
+{{- $external := .Values.store.postgresql.external -}}
+{{- if or .Values.postgresql.enabled $external.url $external.existingSecret -}}
+postgresql
+{{- else -}}
+sqlite
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the store URL (DISPATCHER_STORE_URL) and its key. */}}
+{{- define "smart-routing.store.secretName" -}}
+{{- default (printf "%s-store" (include "smart-routing.fullname" .)) .Values.store.postgresql.external.existingSecret -}}
+{{- end -}}
+{{- define "smart-routing.store.secretKey" -}}
+{{- if .Values.store.postgresql.external.existingSecret -}}
+{{- .Values.store.postgresql.external.existingSecretKey -}}
+{{- else -}}
+url
+{{- end -}}
+{{- end -}}
+
+{{/* DISPATCHER_STORE_URL from the store's Secret, as an env list entry. */}}
+{{- define "smart-routing.store.env" -}}
+- name: DISPATCHER_STORE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "smart-routing.store.secretName" . }}
+      key: {{ include "smart-routing.store.secretKey" . }}
+{{- end -}}
+
+{{/* The SQLite claim of the one dispatcher: rendered only when the store is SQLite. */}}
+{{- define "smart-routing.store.sqliteClaimName" -}}
+{{- default (printf "%s-state" (include "smart-routing.fullname" .)) .Values.store.sqlite.persistence.existingClaim -}}
+{{- end -}}
+
 {{- define "smart-routing.uploader.url" -}}
 {{- printf "http://%s.%s.svc:%v" (include "smart-routing.uploader.fullname" .) .Release.Namespace .Values.uploader.port -}}
 {{- end -}}
@@ -162,6 +211,19 @@ Environment variables of the auth Secret. Call with (dict "root" $ "keys" (list 
 {{- end -}}
 {{- if lt (int .Values.workers.terminationGracePeriodSeconds) 30 -}}
 {{- fail "workers.terminationGracePeriodSeconds must be >= 30: a worker needs time to drain" -}}
+{{- end -}}
+{{- $external := .Values.store.postgresql.external -}}
+{{- if and .Values.postgresql.enabled (or $external.url $external.existingSecret) -}}
+{{- fail "store.postgresql.external is set and postgresql.enabled is true: choose one store (set postgresql.enabled=false to use the external server)" -}}
+{{- end -}}
+{{- if and $external.url $external.existingSecret -}}
+{{- fail "store.postgresql.external: set url or existingSecret, not both" -}}
+{{- end -}}
+{{- if and (gt (int .Values.dispatcher.replicas) 1) (eq (include "smart-routing.store.kind" .) "sqlite") -}}
+{{- fail (printf "dispatcher.replicas=%d needs the shared PostgreSQL task store: set postgresql.enabled=true (in-chart server), store.postgresql.external.url or store.postgresql.external.existingSecret; SQLite (store.sqlite) serves one dispatcher only" (int .Values.dispatcher.replicas)) -}}
+{{- end -}}
+{{- if lt (int .Values.dispatcher.replicas) 1 -}}
+{{- fail "dispatcher.replicas must be >= 1" -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" -}}
