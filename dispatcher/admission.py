@@ -3,7 +3,8 @@
 A task id makes a retry idempotent (`Admission.retried`): the same id with the same body
 while the task is queued, running, or completed and kept (`--result-ttl-s`) is that task again,
 not a second run; with another body it is 409 `TaskIdConflict`. A failed task's id may be used
-again (a retry after a 503 runs the task anew).
+again (a retry after a 503 runs the task anew), once a cancelled run of it has left its worker
+(409 `duplicate_task` with Retry-After until then).
 
 A task belongs to the API key that submitted it (`owner`, when keys are in use): another key
 cannot read, cancel, repeat or replace it; its id is refused 409 for that key as for a task
@@ -146,6 +147,12 @@ class Admission(NullObserver):
         task_id = task_id or uuid.uuid4().hex
         if core.results.live(task_id) or task_id in self._reserved:
             raise DuplicateTask(f"task {task_id!r} is already queued or running")
+        if core.cancel_pending(task_id) is not None:
+            raise DuplicateTask(
+                f"task {task_id!r} failed and its run is still being cancelled on a worker;"
+                " retry shortly",
+                retry_after_s=config.cancel_grace_s,
+            )
         if self.catalogue is not None:
             refusal = self.catalogue.refusal(label, core.clock.monotonic())
             if refusal is not None:

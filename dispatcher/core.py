@@ -84,6 +84,9 @@ class Core:
         )
         #: Workers loading a preload: worker id -> label (until their next LabelsChanged).
         self._preloads: dict[str, str] = {}
+        #: Task id -> the worker sent Cancel for it; the id stays on that worker until it
+        #: answers or `cancel_grace_s` passes (see `cancel_pending`).
+        self._cancelling: dict[str, str] = {}
         self._arrivals = 0
 
     # ---- tasks --------------------------------------------------------------------------
@@ -167,6 +170,20 @@ class Core:
             self._send_cancel(task, error.code)
         self.fail(task, error)
         return task
+
+    def cancel_pending(self, task_id: str) -> str | None:
+        """The worker still running a cancelled task with this id, or None. A failed task's
+        id may be submitted again (admission), but not while its old run holds the id on a
+        worker: the worker and the registry know a task by its id, so the new run would
+        collide with the old one there."""
+        worker_id = self._cancelling.get(task_id)
+        if worker_id is None:
+            return None
+        record = self.registry.workers.get(worker_id)
+        if record is None or task_id not in record.in_flight:
+            del self._cancelling[task_id]  # answered meanwhile
+            return None
+        return worker_id
 
     # ---- workers ------------------------------------------------------------------------
 
@@ -487,6 +504,7 @@ class Core:
         if link is None:
             return
         link.send(pb.DispatcherMessage(cancel=pb.Cancel(task_id=task.task_id, reason=reason)))
+        self._cancelling[task.task_id] = worker_id
         # The slot stays taken until the worker answers, but not forever.
         self.timers.call_later(
             self.config.cancel_grace_s, self._release_slot, worker_id, task.task_id
@@ -494,6 +512,8 @@ class Core:
 
     def _release_slot(self, worker_id: str, task_id: str) -> None:
         """Free a slot whose cancelled task the worker never answered."""
+        if self._cancelling.get(task_id) == worker_id:
+            del self._cancelling[task_id]
         record = self.registry.workers.get(worker_id)
         if record is None or task_id not in record.in_flight:
             return

@@ -104,6 +104,38 @@ def test_a_task_goes_to_the_idle_holder_and_completes() -> None:
     assert not h.core.running
 
 
+def test_a_failed_id_is_refused_while_its_cancelled_run_is_still_on_the_worker() -> None:
+    """Reusing a failed task's id is allowed, but not while its old run holds the id on a
+    worker (it would collide there): 409 with Retry-After, then accepted once the worker
+    answered the Cancel, and it may run on that same worker."""
+    h = harness(cancel_grace_s=5.0)
+    link = h.join("w1", ("a",), slots=2)
+    first = h.submit("a", task_id="same", timeout_s=1.0)
+    h.advance(1.0)
+    assert first.state is TaskState.FAILED and link.cancels() == ["same"]
+    assert h.core.cancel_pending("same") == "w1"
+    with pytest.raises(DuplicateTask) as refused:
+        h.submit("a", task_id="same", timeout_s=60.0)
+    assert refused.value.retry_after_s == 5.0
+    h.answer("w1", "same", ok=False, error_code=pb.DEADLINE_EXCEEDED, labels_loaded=["a"])
+    assert h.core.cancel_pending("same") is None
+    again = h.submit("a", task_id="same", timeout_s=60.0)
+    assert again.state is TaskState.RUNNING and again.worker_id == "w1"
+
+
+def test_a_failed_id_is_free_again_when_the_cancel_grace_frees_the_slot() -> None:
+    """A worker that never answers the Cancel: the id is free once the grace frees its slot."""
+    h = harness(cancel_grace_s=2.0)
+    h.join("w1", ("a",))
+    h.submit("a", task_id="same", timeout_s=1.0)
+    h.advance(1.0)
+    with pytest.raises(DuplicateTask):
+        h.submit("a", task_id="same")
+    h.advance(2.0)
+    assert h.core.cancel_pending("same") is None
+    assert h.submit("a", task_id="same").state is TaskState.RUNNING
+
+
 def test_deadline_of_a_running_task_cancels_it_and_frees_the_slot_after_the_grace() -> None:
     """504 at the deadline, Cancel to the worker, slot freed when the worker never answers."""
     h = harness(cancel_grace_s=2.0)
