@@ -7,6 +7,13 @@ closed loop (each sends its next task when the previous answer arrives) for a wa
 a measured window. A cell reports tasks/s and texts/s (answers completed in the window),
 p50/p99 client latency, and failures.
 
+Each cell also reports the CPU time spent per text by every part (`CPU_PARTS`: the callers,
+i.e. this process; the dispatcher; the worker; the engine, i.e. the worker's child
+processes: tritonserver and its Python-backend stubs), read from /proc before and after the
+window. On a machine shared with other work, texts/s and latencies swing with the load
+while CPU per text barely does, so compare setups by it (and compare rates only between
+setups measured in the same minute).
+
 Batching off/on means: for the triton engine the label's `config.pbtxt` without or with
 `dynamic_batching` (written here with the uploader's `write_configs`); for the onnxruntime
 engine the worker's `--no-batching` or `--batching` (its in-worker `MicroBatcher`).
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import random
 import tempfile
 import time
@@ -73,6 +81,12 @@ class Cell:
     p50_ms: float = float("nan")
     p99_ms: float = float("nan")
     errors: list[str] = field(default_factory=list)
+    #: CPU milliseconds per text answered in the window, per part of `CPU_PARTS`.
+    cpu_ms_per_text: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cpu_ms_total(self) -> float:
+        return sum(self.cpu_ms_per_text.values())
 
     @property
     def tasks_per_s(self) -> float:
@@ -84,7 +98,50 @@ class Cell:
 
     def to_json(self) -> dict[str, Any]:
         """The cell with its rates, for results.json."""
-        return {**asdict(self), "tasks_per_s": self.tasks_per_s, "texts_per_s": self.texts_per_s}
+        return {
+            **asdict(self),
+            "tasks_per_s": self.tasks_per_s,
+            "texts_per_s": self.texts_per_s,
+            "cpu_ms_total": self.cpu_ms_total,
+        }
+
+
+#: The parts whose CPU time a cell reports, in table order.
+CPU_PARTS = ("callers", "dispatcher", "worker", "engine")
+
+
+def _proc_stats() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds of user + system) of every process in /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # Fields after the command name, which may hold spaces: ") state ppid ...".
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return stats
+
+
+def cpu_seconds(dispatcher_pid: int | None, worker_pid: int | None) -> dict[str, float]:
+    """CPU seconds used so far by each of `CPU_PARTS` (empty where /proc is missing)."""
+    if not Path("/proc/self/stat").is_file():
+        return {}
+    stats = _proc_stats()
+    used = {"callers": time.process_time()}
+    for part, pid in (("dispatcher", dispatcher_pid), ("worker", worker_pid)):
+        if pid is not None and pid in stats:
+            used[part] = stats[pid][1]
+    engine, frontier = 0.0, {worker_pid} if worker_pid is not None else set()
+    while frontier:  # the worker's descendants: tritonserver, its stubs
+        children = {pid for pid, (parent, _) in stats.items() if parent in frontier}
+        engine += sum(stats[pid][1] for pid in children)
+        frontier = children
+    used["engine"] = engine
+    return used
 
 
 @dataclass
@@ -136,12 +193,19 @@ def task_body(texts: int, rng: random.Random) -> dict[str, Any]:
 
 
 async def drive(
-    base_url: str, callers: int, texts: int, warmup_s: float, duration_s: float, seed: int = 1
+    base_url: str,
+    callers: int,
+    texts: int,
+    warmup_s: float,
+    duration_s: float,
+    seed: int = 1,
+    on_window: Callable[[], None] | None = None,
 ) -> tuple[list[float], int, float, list[str]]:
     """Closed-loop callers for warm-up + duration; (latencies_s, failed, window_s, errors).
 
     Only answers completed inside the measured window count; a task still running at its
-    end is awaited (so no connection is cut) but not counted.
+    end is awaited (so no connection is cut) but not counted. `on_window` is called when
+    the measured window opens (the CPU counters are read then).
     """
     latencies: list[float] = []
     errors: list[str] = []
@@ -174,17 +238,42 @@ async def drive(
                     if len(errors) < 5:
                         errors.append(problem)
 
-        await asyncio.gather(*(caller(i) for i in range(callers)))
+        async def open_window() -> None:
+            await asyncio.sleep(max(0.0, window_start - time.monotonic()))
+            if on_window is not None:
+                on_window()
+
+        await asyncio.gather(open_window(), *(caller(i) for i in range(callers)))
     return latencies, failed, duration_s, errors
 
 
-def measure(base_url: str, setup: Setup, callers: int, texts: int, cfg: ThroughputConfig) -> Cell:
-    """One cell on a running cluster."""
+def measure(
+    base_url: str,
+    setup: Setup,
+    callers: int,
+    texts: int,
+    cfg: ThroughputConfig,
+    pids: tuple[int | None, int | None] = (None, None),
+) -> Cell:
+    """One cell on a running cluster; `pids`: the dispatcher's and the worker's, for CPU."""
+    before: dict[str, float] = {}
+
+    def window_opens() -> None:
+        before.update(cpu_seconds(*pids))
+
     latencies, failed, seconds, errors = asyncio.run(
-        drive(base_url, callers, texts, cfg.warmup_s, cfg.duration_s, cfg.seed)
+        drive(base_url, callers, texts, cfg.warmup_s, cfg.duration_s, cfg.seed, window_opens)
     )
+    after = cpu_seconds(*pids)
     cell = Cell(setup.engine, setup.slots, setup.batching, callers, texts)
     cell.tasks, cell.failed, cell.seconds, cell.errors = len(latencies), failed, seconds, errors
+    answered = cell.tasks * texts
+    if answered and before:
+        cell.cpu_ms_per_text = {
+            part: (after[part] - before[part]) * 1000.0 / answered
+            for part in CPU_PARTS
+            if part in before and part in after
+        }
     if latencies:
         cell.p50_ms = percentile(latencies, 50) * 1000.0
         cell.p99_ms = percentile(latencies, 99) * 1000.0
@@ -220,8 +309,10 @@ def run_setup(setup: Setup, cfg: ThroughputConfig, repository: Path, run_dir: Pa
         )
         if first.status_code != 200:
             raise BenchmarkError(f"{name}: the first task failed: {first.text[:500]}")
+        pids = {child.name: child.pid for child in cluster.children}
+        tracked = (pids.get("dispatcher"), pids.get("worker-w-0"))
         for callers, texts in itertools.product(cfg.callers, cfg.texts):
-            cells.append(measure(cluster.base_url, setup, callers, texts, cfg))
+            cells.append(measure(cluster.base_url, setup, callers, texts, cfg, tracked))
             cluster.check_alive()
     return cells
 
@@ -255,16 +346,18 @@ def run_throughput(
 
 HEADER = (
     "| engine | slots | batching | callers | texts/task | tasks/s | texts/s | p50 ms | p99 ms "
-    "| failed |\n| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "| failed | CPU ms/text: callers / dispatcher / worker / engine = total |\n"
+    "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
 )
 
 
 def render_row(cell: Cell) -> str:
     """One markdown table row."""
+    cpu = " / ".join(f"{cell.cpu_ms_per_text.get(part, float('nan')):.1f}" for part in CPU_PARTS)
     return (
         f"| {cell.engine} | {cell.slots} | {cell.batching} | {cell.callers} | {cell.texts} "
         f"| {cell.tasks_per_s:.1f} | {cell.texts_per_s:.1f} | {cell.p50_ms:.1f} "
-        f"| {cell.p99_ms:.1f} | {cell.failed} |"
+        f"| {cell.p99_ms:.1f} | {cell.failed} | {cpu} = {cell.cpu_ms_total:.1f} |"
     )
 
 
@@ -296,12 +389,18 @@ def checks(cells: Sequence[Cell], callers: int = 32) -> list[str]:
             continue
         gain = on.texts_per_s / off.texts_per_s
         p99 = on.p99_ms / single.p99_ms if single.p99_ms > 0 else float("nan")
-        lines.append(
+        line = (
             f"{engine}, {texts} text(s)/task, {callers} callers, slots {most}: batching on gives "
             f"{gain:.2f}x the texts/s of off ({'>=' if gain >= 2 else '<'} 2x); p99 "
             f"{on.p99_ms:.0f} ms is {p99:.1f}x the single-caller p99 {single.p99_ms:.0f} ms "
             f"({'<=' if p99 <= 2 else '>'} 2x)"
         )
+        if on.cpu_ms_total > 0 and off.cpu_ms_total > 0:
+            line += (
+                f"; CPU per text {off.cpu_ms_total:.1f} ms off, {on.cpu_ms_total:.1f} ms on "
+                f"({off.cpu_ms_total / on.cpu_ms_total:.2f}x less)"
+            )
+        lines.append(line)
     return lines
 
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
 
 from benchmark.__main__ import ThroughputArgs, parse
 from benchmark.throughput import (
+    CPU_PARTS,
     LABEL,
     Cell,
     Setup,
     ThroughputConfig,
     checks,
+    cpu_seconds,
     prepare_repository,
     render_table,
     run_setup,
@@ -72,6 +75,12 @@ def test_checks_compare_batching_on_with_off_and_the_single_caller() -> None:
     (line,) = checks(cells)
     assert "2.50x the texts/s of off (>= 2x)" in line
     assert "1.5x the single-caller p99 20 ms (<= 2x)" in line
+    assert "CPU per text" not in line  # no CPU measured in these cells
+    cells[1].cpu_ms_per_text = {"worker": 4.0, "engine": 6.0}
+    cells[2].cpu_ms_per_text = {"worker": 3.0, "engine": 2.0}
+    assert "CPU per text 10.0 ms off, 5.0 ms on (2.00x less)" in checks(cells)[0]
+    assert "| 3.0 / nan / 3.0 / 2.0 = 5.0 |" not in render_table(cells)
+    assert "| nan / nan / 3.0 / 2.0 = 5.0 |" in render_table(cells)
     cells[2] = _cell("on", 32, 150, 100.0)
     assert "(< 2x)" in checks(cells)[0] and "(> 2x)" in checks(cells)[0]
     table = render_table(cells)
@@ -84,6 +93,30 @@ def test_cell_rates() -> None:
     assert (cell.tasks_per_s, cell.texts_per_s) == (10.0, 80.0)
     assert Cell("onnxruntime", 1, "off", 8, 8).tasks_per_s == 0.0
     assert math.isnan(cell.to_json()["p99_ms"])
+
+
+def test_cpu_seconds_counts_a_process_and_the_descendants_of_the_worker() -> None:
+    """The 'worker' part is the process itself, 'engine' its children (tritonserver and its
+    stubs): a child that burns CPU shows up there, not in 'worker'."""
+    import subprocess
+    import sys
+    import time
+
+    burn = "import sys,time\nwhile time.process_time() < 0.3: pass\nsys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + scaled(20)
+        while True:
+            used = cpu_seconds(None, child.pid)
+            if used["engine"] == 0.0 and used.get("worker", 0.0) >= 0.25:  # clock ticks
+                break
+            assert time.monotonic() < deadline, used
+            time.sleep(0.05)
+        assert set(used) == {"callers", "worker", "engine"}
+        mine = cpu_seconds(None, os.getpid())  # this process has the child
+        assert mine["engine"] >= 0.25 and mine["callers"] > 0
+    finally:
+        child.communicate(b"")
 
 
 @pytest.mark.slow
@@ -102,3 +135,6 @@ def test_one_real_cell_end_to_end(tmp_path: Path) -> None:
     assert cell.failed == 0, cell.errors
     assert cell.tasks > 0 and cell.texts_per_s == 2 * cell.tasks_per_s
     assert 0 < cell.p50_ms <= cell.p99_ms
+    # CPU per text of every part (the onnxruntime engine runs inside the worker: engine ~0).
+    assert set(cell.cpu_ms_per_text) == set(CPU_PARTS)
+    assert cell.cpu_ms_per_text["worker"] > 0 and cell.cpu_ms_per_text["callers"] > 0

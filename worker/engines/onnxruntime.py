@@ -69,7 +69,12 @@ class OnnxRuntimeEngine(TensorEngine):
             raise ModelLoadError(f"model {label!r} has no 1/model.onnx")
 
         def create() -> Any:
-            return ort.InferenceSession(str(info.onnx_path), providers=self.providers)
+            options = ort.SessionOptions()
+            # Idle pool threads sleep instead of spinning: on a small CPU shared with the
+            # worker's event loop (and other processes) a spinning pool takes the cores
+            # they need; measured on 2 cores: 5.7 vs 3.6 ms of CPU per text.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            return ort.InferenceSession(str(info.onnx_path), options, providers=self.providers)
 
         try:
             session = await asyncio.to_thread(create)
