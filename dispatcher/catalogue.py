@@ -17,7 +17,10 @@ Uses (docs/architecture.md §3.3):
 - `DELETE /models/{name}` (`dispatcher.model_admin`) marks a model `begin_delete`: new tasks
   for it are answered 410 `model_deleted` at once while its workers drain and unload it;
   `finish_delete` forgets it (404 from then on, even where workers still declare it, until it
-  is published again), `abort_delete` serves it again when the delete could not finish.
+  is published again), `abort_delete` serves it again when the delete could not finish;
+- the periodic catalogue sync (`dispatcher.model_admin`, `--catalogue-sync-s`) asks
+  `reconcile` what the uploader's `GET /models` (parsed by `listed_models`) changes: models
+  published, rolled back or deleted through another dispatcher.
 
 It is a `CoreObserver`: it follows workers joining and leaving and tasks failing with
 `MODEL_LOAD_FAILED`; it never calls back into the core.
@@ -27,8 +30,9 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from msgspec import Struct
 
@@ -207,8 +211,13 @@ class Catalogue(NullObserver):
 
     def publish(self, label: str, version: str = "", content_hash: str = "") -> bool:
         """The uploader published `label` (a new version): known, and its failures cleared;
-        whether this changed its version (a repeated report of the same one does not)."""
-        changed = self.published.get(label) != version or label in self.deleted
+        whether this changed its version or content hash (a repeated report of the same one
+        does not)."""
+        changed = (
+            self.published.get(label) != version
+            or label in self.deleted
+            or bool(content_hash and self.hashes.get(label) != content_hash)
+        )
         self.published[label] = version
         if content_hash:
             self.hashes[label] = content_hash
@@ -252,6 +261,13 @@ class Catalogue(NullObserver):
     def failures(self, now: float) -> list[LoadFailure]:
         """Failures still remembered at `now`."""
         return [f for f in self._failures.values() if f.until > now]
+
+    def sync_actions(
+        self, listed: Iterable[ListedModel], leave_alone: Collection[str] = ()
+    ) -> list[SyncAction]:
+        """What the uploader's list changes here (`reconcile` on this catalogue's state);
+        models being deleted here are always left alone."""
+        return reconcile(self.published, self.hashes, listed, {*leave_alone, *self.deleting})
 
     # ---- observer -----------------------------------------------------------------------
 
@@ -309,6 +325,89 @@ class Catalogue(NullObserver):
             }
             for label, workers in registry.labels().items()
         }
+
+
+class ListedModel(NamedTuple):
+    """One model of the uploader's `GET /models`: its current version and content hash
+    ("" when the uploader gave none)."""
+
+    name: str
+    version: str
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class PublishModel:
+    """Sync action: `label` is new here, or at another version or content hash."""
+
+    label: str
+    version: str
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class ForgetModel:
+    """Sync action: the uploader no longer has `label` (deleted through another dispatcher)."""
+
+    label: str
+
+
+SyncAction = PublishModel | ForgetModel
+
+
+def reconcile(
+    published: Mapping[str, str],
+    hashes: Mapping[str, str],
+    listed: Iterable[ListedModel],
+    leave_alone: Collection[str] = (),
+) -> list[SyncAction]:
+    """The catalogue sync's rule: the uploader is the source of truth for what is published.
+
+    `published` (label -> version) and `hashes` (label -> content hash) are the catalogue's
+    state, `listed` the uploader's `GET /models`. A listed model that is new, or at another
+    version, or at another content hash (a model deleted and published again may restart at
+    version 1) is published; a published model the uploader no longer lists is forgotten.
+    Labels in `leave_alone` (being deleted here, or changed here while the list was read, so
+    the list may predate the change) get no action. Actions are sorted by label.
+    """
+    actions: list[SyncAction] = []
+    current = {model.name: model for model in listed}
+    for name, model in current.items():
+        if name in leave_alone:
+            continue
+        known = published.get(name)
+        new_hash = bool(model.content_hash) and hashes.get(name, "") != model.content_hash
+        if known is None or known != model.version or new_hash:
+            actions.append(PublishModel(name, model.version, model.content_hash))
+    for name in published:
+        if name not in current and name not in leave_alone:
+            actions.append(ForgetModel(name))
+    return sorted(actions, key=lambda action: action.label)
+
+
+def listed_models(answer: bytes) -> list[ListedModel] | None:
+    """The models of the uploader's `GET /models` answer; None when the body is not such an
+    answer (then nothing may be concluded from it: an empty list would forget everything)."""
+    try:
+        body = json.loads(answer)
+    except ValueError:
+        return None
+    models = body.get("models") if isinstance(body, dict) else None
+    if not isinstance(models, list):
+        return None
+    found = []
+    for entry in models:
+        if not isinstance(entry, dict) or not isinstance(entry.get("model_name"), str):
+            continue
+        version, digest = entry.get("version"), entry.get("content_hash")
+        found.append(
+            ListedModel(
+                entry["model_name"],
+                "" if version is None else str(version),
+                digest if isinstance(digest, str) else "",
+            )
+        )
+    return found
 
 
 def models_published(answer: bytes) -> tuple[str, str] | None:

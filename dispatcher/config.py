@@ -35,6 +35,13 @@ class Config:
     port: int = setting(8080, "bind port")
     policy: Policy = setting("routed", "routing policy (RANDOM_DISPATCH=true also selects random)")
     uploader_url: str | None = setting(None, "base URL of the uploader behind /upload-model")
+    # Several dispatchers (docs/architecture.md §4.1): the uploader's GET /models is the truth
+    # of what is published; each dispatcher reconciles its catalogue with it this often.
+    catalogue_sync_s: float = setting(
+        5.0,
+        "seconds between reconciling the model catalogue with the uploader's models "
+        "(publishes and deletes made through other dispatchers); 0: read once at start",
+    )
     max_queue: int = setting(10_000, "tasks waiting for a worker before /run-task answers 429")
     task_timeout_s: float = setting(
         300.0, "default deadline of a task; a request may pass its own timeout_s"
@@ -190,6 +197,8 @@ class Config:
             raise ValueError("demand_time_constant_s must be > 0")
         if not 0 <= self.max_preload_share <= 1:
             raise ValueError("max_preload_share must be in [0, 1]")
+        if self.catalogue_sync_s < 0:
+            raise ValueError("catalogue_sync_s must be >= 0")
         if self.lease_s <= 0:
             raise ValueError("lease_s must be > 0")
         if isinstance(self.api_keys, str):  # Config(api_keys="a,b") from code

@@ -3,10 +3,17 @@
 The dispatcher forwards model authors' calls to the uploader (`--uploader-url`) with the admin
 key and acts on what it answers (docs/architecture.md §4.1):
 
-- at start the uploader's `GET /models` fills the catalogue with the published models, their
-  current versions and content hashes (retried a few times: the uploader may start later);
-- a publish (an upload's or a rollback's success answer) goes into the catalogue, and every
-  worker holding the model is told to load the new version (`Reload`);
+- the uploader is the source of truth for what is published: every `--catalogue-sync-s`
+  (first at start) its `GET /models` is reconciled with the catalogue (`catalogue.reconcile`),
+  so a publish, rollback or delete made through another dispatcher reaches this one within a
+  period: a new version is published and `Reload` sent to the holders this dispatcher knows
+  (the worker ignores a Reload of the version it already serves, so every dispatcher may send
+  it); a model gone from the uploader has its queued tasks failed 410 and is forgotten (the
+  deleting dispatcher already unloaded it: no `Unload` again). An uploader that does not
+  answer changes nothing (one warning per outage). With the sync off (0) the list is read
+  once at start (retried a few times: the uploader may start later);
+- a publish (an upload's or a rollback's success answer) goes into the catalogue at once, and
+  every worker holding the model is told to load the new version (`Reload`);
 - an asynchronous upload (`"async": true`, answered 202) is *watched*: a background task
   long-polls the uploader's `GET /uploads/{id}` until it ends, so its publish takes effect
   whether or not anyone reads the status; `GET /uploads/{id}` is proxied as well;
@@ -34,7 +41,14 @@ from urllib.parse import quote
 import httpx
 from starlette.responses import JSONResponse, Response
 
-from dispatcher.catalogue import models_published, published_hash
+from dispatcher.catalogue import (
+    ForgetModel,
+    PublishModel,
+    SyncAction,
+    listed_models,
+    models_published,
+    published_hash,
+)
 from dispatcher.config import Config
 from dispatcher.errors import (
     ModelDeleted,
@@ -62,6 +76,8 @@ REMOVE_TIMEOUT_S = 60.0
 #: Tries, and the pause between them, to read the uploader's models at start.
 LEARN_TRIES = 5
 LEARN_PAUSE_S = 3.0
+#: Longest wait for one read of the uploader's models by the catalogue sync (seconds).
+SYNC_TIMEOUT_S = 10.0
 #: A conversion may take minutes: the timeout of a forwarded upload.
 UPLOAD_TIMEOUT_S = 600.0
 
@@ -75,6 +91,12 @@ class ModelAdmin:
         self.remove_timeout_s = REMOVE_TIMEOUT_S
         self._watches: dict[str, asyncio.Task[None]] = {}
         self._learning: asyncio.Task[None] | None = None
+        #: Labels published or deleted through this dispatcher since the sync's current read
+        #: of the uploader's list began: that list may predate the change, so the round
+        #: leaves them alone.
+        self._touched: set[str] = set()
+        #: Whether the last sync round found the uploader unreadable (one warning per outage).
+        self._uploader_down = False
 
     # ---- the uploader -------------------------------------------------------------------
 
@@ -128,6 +150,7 @@ class ModelAdmin:
         if published is None:
             return
         name, version = published
+        self._touched.add(name)
         if d.catalogue.publish(name, version, published_hash(answer)):
             told = d.core.reload(name, version)
             log.info("model %s version %s published; reload sent to %s", name, version, told)
@@ -188,9 +211,73 @@ class ModelAdmin:
     # ---- start and stop -----------------------------------------------------------------
 
     def start(self, d: Dispatcher) -> None:
-        """Learn the published models from the uploader in the background (when one is set)."""
-        if self.config.uploader_url:
+        """Follow the uploader's published models in the background (when one is set):
+        periodically with `--catalogue-sync-s`, else once."""
+        if not self.config.uploader_url:
+            return
+        if self.config.catalogue_sync_s > 0:
+            self._learning = asyncio.create_task(self._sync_loop(d), name="catalogue-sync")
+        else:
             self._learning = asyncio.create_task(self._learn(d), name="learn-published-models")
+
+    async def _sync_loop(self, d: Dispatcher) -> None:
+        while True:
+            try:
+                await self.sync(d)
+            except Exception:  # a bug here must not end the sync for good
+                log.exception("catalogue sync failed")
+            await asyncio.sleep(self.config.catalogue_sync_s)
+
+    async def sync(self, d: Dispatcher) -> list[SyncAction] | None:
+        """One round of the catalogue sync: read the uploader's models and apply what they
+        change; the actions applied, None when the uploader could not be read."""
+        self._touched.clear()
+        try:
+            answer = await self.call("GET", "/models", timeout_s=SYNC_TIMEOUT_S)
+        except UploaderUnreachable as exc:
+            self._uploader_unreadable(exc.detail)
+            return None
+        listed = listed_models(answer.content) if answer.status_code == 200 else None
+        if listed is None:
+            self._uploader_unreadable(f"GET /models answered {answer.status_code}")
+            return None
+        if self._uploader_down:
+            self._uploader_down = False
+            log.info("catalogue sync: the uploader's models are readable again")
+        actions = d.catalogue.sync_actions(listed, self._touched)
+        for action in actions:
+            if isinstance(action, PublishModel):
+                self._publish_learned(d, action)
+            elif isinstance(action, ForgetModel):
+                self._forget_learned(d, action.label)
+        return actions
+
+    def _uploader_unreadable(self, why: str) -> None:
+        # Nothing changes while the uploader is away: the catalogue keeps serving what it has.
+        if not self._uploader_down:
+            self._uploader_down = True
+            log.warning("catalogue sync: the uploader's models are unreadable (%s)", why)
+
+    def _publish_learned(self, d: Dispatcher, action: PublishModel) -> None:
+        """Published through another dispatcher: known here, and the holders this dispatcher
+        knows told to load the version (a worker already on it ignores the Reload)."""
+        if d.catalogue.publish(action.label, action.version, action.content_hash):
+            told = d.core.reload(action.label, action.version)
+            log.info(
+                "model %s version %s learned from the uploader; reload sent to %s",
+                action.label,
+                action.version,
+                told,
+            )
+
+    def _forget_learned(self, d: Dispatcher, label: str) -> None:
+        """Deleted through another dispatcher, which unloaded it everywhere: its queued tasks
+        here are failed 410 and it is forgotten (404 from then on)."""
+        failed = self._fail_queued(d, label)
+        d.catalogue.finish_delete(label)
+        log.info(
+            "model %s is gone from the uploader: forgotten, %d queued tasks failed", label, failed
+        )
 
     async def _learn(self, d: Dispatcher) -> None:
         for attempt in range(LEARN_TRIES):
@@ -201,7 +288,7 @@ class ModelAdmin:
                 await asyncio.sleep(LEARN_PAUSE_S)
                 continue
             if answer.status_code == 200:
-                for name, version, digest in _published_models(answer.content):
+                for name, version, digest in listed_models(answer.content) or []:
                     # A publish or delete seen since is newer than this list.
                     seen = d.catalogue.published.keys() | d.catalogue.deleted.keys()
                     if name not in seen and name not in d.catalogue.deleting:
@@ -209,7 +296,7 @@ class ModelAdmin:
             return
 
     async def close(self) -> None:
-        """Stop watching and learning (shutdown)."""
+        """Stop watching, learning and syncing (shutdown)."""
         tasks = list(self._watches.values()) + ([self._learning] if self._learning else [])
         for task in tasks:
             task.cancel()
@@ -233,6 +320,7 @@ class ModelAdmin:
                 retry_after_s=self.config.retry_after_s,
             ) from exc
         catalogue.begin_delete(name)
+        self._touched.add(name)
         try:
             answer, told, still, failed = await self._unload_and_remove(d, name)
         except BaseException:
@@ -246,6 +334,7 @@ class ModelAdmin:
             return _passed_through(answer)
         removed = answer.status_code == 200
         catalogue.finish_delete(name)
+        self._touched.add(name)  # a sync round reading the list meanwhile may still see it
         versions = _field(answer.content, "versions") if removed else []
         log.info("model %s deleted: unloaded from %s, files removed %s", name, told, removed)
         return JSONResponse(
@@ -317,24 +406,6 @@ def _passed_through(answer: httpx.Response) -> Response:
         media_type=answer.headers.get("content-type", "application/json"),
         headers=headers,
     )
-
-
-def _published_models(raw: bytes) -> list[tuple[str, str, str]]:
-    """(name, version, content hash) of each entry of the uploader's `GET /models` answer."""
-    models = _field(raw, "models")
-    found = []
-    for entry in models if isinstance(models, list) else []:
-        if not isinstance(entry, dict) or not isinstance(entry.get("model_name"), str):
-            continue
-        version, digest = entry.get("version"), entry.get("content_hash")
-        found.append(
-            (
-                entry["model_name"],
-                "" if version is None else str(version),
-                digest if isinstance(digest, str) else "",
-            )
-        )
-    return found
 
 
 def _field(raw: bytes, key: str) -> Any:

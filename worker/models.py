@@ -115,6 +115,9 @@ class ModelManager:
         self._changed = asyncio.Event()
         # Bumped whenever the engine loses every label; a load or a hold that spans it is void.
         self._generation = 0
+        # One reload at a time: every dispatcher sends its Reload of a publish, and the
+        # second must see the version the first loaded (reloads are rare; none waits long).
+        self._reload_lock = asyncio.Lock()
         engine.on_labels_lost = self._labels_lost
 
     @property
@@ -279,6 +282,22 @@ class ModelManager:
         if outcome.miss and self.on_change is not None:
             self.on_change(f"preloaded {label}")
         return outcome
+
+    async def reload(self, label: str, version: str) -> bool:
+        """The dispatcher's Reload: load the repository's current version of the ready
+        `label` in place of the one serving it; whether the engine was asked to.
+
+        Idempotent: every dispatcher the worker is linked to sends the Reload of a publish
+        (the publishing one at once, the others from their catalogue sync), so a `version`
+        the engine already serves is not loaded again; "" (no version known) always reloads.
+        A label that is not ready is left alone (its next load picks the new version up)."""
+        async with self._reload_lock:
+            if label not in self.cache.ready:
+                return False
+            if version and self.engine.model_version(label) == version:
+                return False
+            await self.engine.reload(label)
+            return True
 
     async def unload(self, label: str) -> bool:
         """Unload `label` (the dispatcher's Unload); whether it was unloaded.

@@ -324,12 +324,12 @@ class Worker:
 
     async def _reload(self, reload: pb.Reload) -> None:
         """A new version of a label was published: load it if this worker holds the label
-        (one that is not loaded picks the new version up on its next load)."""
+        and does not serve that version yet (`ModelManager.reload`: each dispatcher sends
+        it)."""
         assert self.engine is not None
-        if reload.label not in self.models.cache.ready:
-            return
         try:
-            await self.engine.reload(reload.label)
+            if not await self.models.reload(reload.label, reload.version):
+                return
         except WorkerError as exc:
             log.warning("reload of %r (version %s) failed: %s", reload.label, reload.version, exc)
             return
