@@ -24,6 +24,7 @@ onnxruntime at hand (no smart-routing package).
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 import onnxruntime
@@ -63,7 +64,9 @@ def length_groups(lengths, slack=PADDING_SLACK):
     """Row indices grouped for padded runs: sorted by length; a row joins the current group
     while (rows x longest) stays within (1 + slack) x the group's real cells."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    groups, current, cells = [], [], 0
+    groups: list[list[int]] = []
+    current: list[int] = []
+    cells = 0
     for index in order:
         length = max(1, int(lengths[index]))
         if current and (len(current) + 1) * length > (1 + slack) * (cells + length):
@@ -121,8 +124,9 @@ class TritonPythonModel:
         ids = [row for request_ids, _ in parsed for row in request_ids]
         mask = [row for _, request_mask in parsed for row in request_mask]
         lengths = np.concatenate([row_lengths(request_mask) for _, request_mask in parsed])
-        embedding = [None] * len(ids)
-        pooled = [None] * len(ids)
+        # Filled by row below; every slot is set before it is read.
+        embedding: list[Any] = [None] * len(ids)
+        pooled: list[Any] = [None] * len(ids)
         for group in length_groups(lengths):
             width = max(1, max(int(lengths[i]) for i in group))
             group_ids = np.zeros((len(group), width), dtype=np.int64)
@@ -135,7 +139,8 @@ class TritonPythonModel:
             for row, index in enumerate(group):
                 embedding[index] = group_embedding[row]
                 pooled[index] = group_pooled[row]
-        out, start = [], 0
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        start = 0
         for request_ids, _ in parsed:
             end = start + request_ids.shape[0]
             out.append((np.stack(embedding[start:end]), np.stack(pooled[start:end])))
