@@ -22,9 +22,11 @@ unbiased random sample of `PLACEMENT_SAMPLE` idle workers (plus as many with a f
 it picks the one where the load costs least:
 
 - evicting a label costs the requests its copy would serve over the next `tau` seconds,
-  rate / copies x tau, and nothing when the label has more copies than it needs (a surplus
-  copy goes first); the last copy of a label with queued work is never evicted, nor a label
-  a running task uses;
+  frequency / copies x tau, where the frequency is the label's share of the last ~12,000
+  arrivals times the arrival rate (`DemandModel.frequency`: a longer memory than the 10 s
+  rate, which ranks tail labels by two or three requests), and nothing when the label has more
+  copies than its 10 s rate needs (a surplus copy goes first); the last copy of a label with
+  queued work is never evicted, nor a label a running task uses;
 - loading blocks the worker's other labels for the load time: each costs the requests its copy
   would have served meanwhile, rate / copies x load time. This keeps new labels away from the
   only copies of hot ones, which is where the p50 latency went with the old rule (16-28% of
@@ -34,7 +36,16 @@ The old rule took the first 8 members of the idle index, which are the workers t
 idle last, and evicted by per-worker LRU, so it evicted mid-recency labels (often the only copy
 of a hot one); at 200 workers x 2 slots and 1,000 Zipf(1.1) labels it missed more than one
 pooled LRU cache of 400 slots. Demand per copy is a frequency with forgetting (like LRFU), which
-on Zipf traffic beats recency, and its decay follows a shifting hot set within a few `tau`.
+on Zipf traffic beats recency, and its silence bound lets a shifted hot set go within seconds.
+
+Measured (`python -m benchmark simulate`, 200 workers x 2, 1,000 Zipf(1.1) labels, 24,000
+tasks, seeds 1-3, misses summed; W-TinyLFU on one pooled cache of 400 slots: 8,303): the
+long-memory eviction value gave 8,266 / 8,389 / 8,483 at 400 / 800 / 1,200 tasks/s (the 10 s
+rate: 8,479 / 8,398 / 8,529), p50 at 1,200/s 16-19 ms; shifting trace at 1,200/s 9,584 (LRU:
+9,892). What is left above W-TinyLFU at 1,200/s is mostly the price of loading: a label being
+loaded (~480 ms) holds its slot and cannot be evicted, so ~70 of the 400 slots are pinned by
+loads in flight at 1,200/s. A pooled cache with that pinning misses 2,774-2,795 on seed 1
+with any frequency estimator tried (W-TinyLFU, unpinned: 2,747), about the routed result.
 
 **Preload** (proactive copies, `Preload` frames): when a label's copies fall short of its
 demand and there are more idle workers than queued tasks, an idle worker loads one more copy,
@@ -71,9 +82,9 @@ STARVATION_FACTOR = 2.0
 PLACEMENT_SAMPLE = 16
 
 #: Weight of the blocking cost against the eviction cost. Measured in the simulator (200
-#: workers x 2, 1,000 Zipf(1.1) labels, 1,200 tasks/s, 24,000 tasks): weight 0 gave 2,753
-#: misses and p50 14.3 ms, weight 1 gave 2,824 misses and p50 11.5 ms, weight 0.5 gave 2,788
-#: misses (W-TinyLFU on one pooled cache: 2,815) and p50 11.8 ms.
+#: workers x 2, 1,000 Zipf(1.1) labels, 1,200 tasks/s, 24,000 tasks, seeds 1-3 summed): 0.5
+#: gave 8,483 misses and p50 16-19 ms, 0.75 gave 8,608 misses and p50 14-16 ms; 0.25 (with
+#: a close variant of the eviction value) pushed p50 to 22-35 ms for no fewer misses.
 BLOCKING_WEIGHT = 0.5
 
 
@@ -266,9 +277,15 @@ class RoutedPolicy:
         return rate / max(1, copies), surplus
 
     def eviction_cost(self, label: str, now: float) -> float:
-        """Requests a copy of `label` would serve over the next tau; 0 for a surplus copy."""
-        per_copy, surplus = self.per_copy(label, now)
-        return 0.0 if surplus else per_copy * self.demand.time_constant_s
+        """Requests a copy of `label` would serve over the next tau, by the label's long-memory
+        frequency (`DemandModel.frequency`); 0 for a surplus copy."""
+        return self._eviction_cost(label, now, self.per_copy(label, now)[1])
+
+    def _eviction_cost(self, label: str, now: float, surplus: bool) -> float:
+        if surplus:
+            return 0.0
+        copies = max(1, self.registry.copies(label))
+        return self.demand.frequency(label, now) / copies * self.demand.time_constant_s
 
     def blocking_cost(self, label: str, now: float, load_s: float) -> float:
         """Requests a copy of `label` would serve while its worker loads something else,
@@ -288,7 +305,6 @@ class RoutedPolicy:
         blocking cost of the labels that stay), and what it evicts; None if it cannot.
 
         One pass over the worker's labels, each label's demand read once."""
-        tau = self.demand.time_constant_s
         load_s = self.estimates.load_ms(label) / 1000.0
         evicting = (not worker.has_room) if need_room is None else need_room
         in_use = set(worker.in_flight.values()) if evicting else set()
@@ -305,7 +321,7 @@ class RoutedPolicy:
             if self.queue.count(other) and self.registry.copies(other) <= 1:
                 continue  # the last copy of a label with queued work stays
             # Ties (two labels nobody asks for) go to the least recently used.
-            cost = (0.0 if surplus else per_copy * tau) + last_used * 1e-12
+            cost = self._eviction_cost(other, now, surplus) + last_used * 1e-12
             if victim is None or cost < victim[0]:
                 victim = (cost, blocks, other)
         if not evicting:

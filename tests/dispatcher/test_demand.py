@@ -59,3 +59,65 @@ def test_prune_forgets_labels_nobody_asks_for_unless_kept() -> None:
     model.record("fresh", 99.0)
     assert model.prune(100.0, keep={"held"}) == 1
     assert len(model) == 2 and model.rate("old", 100.0) == 0.0
+
+
+def test_the_frequency_of_a_steady_stream_reads_its_rate() -> None:
+    """Two labels at 30/s and 10/s for 60 s, a memory of 1,000 arrivals: the frequency of each
+    (its share of the recent arrivals x the arrival rate) ends within 15% of its rate."""
+    rng = random.Random(2)
+    model = DemandModel(time_constant_s=10.0, frequency_memory=1_000)
+    now = 0.0
+    while now < 60.0:
+        now += rng.expovariate(40.0)
+        model.record("a" if rng.random() < 0.75 else "b", now)
+    for label in ("a", "b"):  # read both just after an arrival: the silence bound is off
+        model.record(label, now)
+    assert model.arrival_rate(now) == pytest.approx(40.0, rel=0.15)
+    assert model.frequency("a", now) == pytest.approx(30.0, rel=0.15)
+    assert model.frequency("b", now) == pytest.approx(10.0, rel=0.15)
+
+
+def test_the_arrival_rate_is_not_biased_low_while_the_model_warms_up() -> None:
+    """5 s of 100/s: the decayed total alone reads 100 x (1 - e^-0.5) = 39/s; corrected, ~100."""
+    model = DemandModel(time_constant_s=10.0)
+    for i in range(501):
+        model.record("a", i / 100.0)
+    assert model.arrival_rate(5.0) == pytest.approx(100.0, rel=0.02)
+
+
+def test_the_frequency_forgets_per_arrival_not_per_second() -> None:
+    """A label's count loses e^-1 per `frequency_memory` arrivals of any label."""
+    model = DemandModel(time_constant_s=10.0, frequency_memory=100)
+    for _ in range(10):
+        model.record("old", 0.0)
+    for i in range(99):
+        model.record("new", 1.0 + i)
+    model.record("old", 100.0)  # 100 arrivals after the first 10, 100 s later
+    share = model.frequency("old", 100.0) / model.arrival_rate(100.0)
+    # The first ten (each forgotten by e^-1/100 per later arrival) lose e^-1 over the next 100
+    # arrivals, not the e^-10 that 100 s with tau = 10 s would take; plus the last one.
+    first_ten = sum(math.exp(-k / 100) for k in range(10))
+    assert share == pytest.approx((first_ten * math.exp(-1.0) + 1) / 100, rel=1e-6)
+
+
+def test_the_frequency_ranks_a_steady_label_above_a_burst() -> None:
+    """Asked for 5 times over the last 50 s vs twice a second ago: the 10 s rate ranks the
+    burst higher (0.18/s vs 0.06/s), the longer frequency ranks the steady label higher."""
+    model = DemandModel(time_constant_s=10.0)
+    for at in (50.0, 60.0, 70.0, 80.0, 90.0):
+        model.record("steady", at)
+    for _ in range(2):
+        model.record("burst", 99.0)
+    assert model.rate("steady", 100.0) < model.rate("burst", 100.0)
+    assert model.frequency("steady", 100.0) > model.frequency("burst", 100.0)
+
+
+def test_the_frequency_of_a_label_that_stopped_is_bounded_by_its_silence() -> None:
+    """500 requests in 5 s, then silence: 20 s later it reads GAP_FACTOR / 20 s at most,
+    however large its share of the remembered arrivals."""
+    model = DemandModel(time_constant_s=10.0)
+    for i in range(500):
+        model.record("stopped", 10.0 + i * 0.01)
+    last = 10.0 + 499 * 0.01
+    assert model.frequency("stopped", last) > 1.0
+    assert model.frequency("stopped", last + 20.0) == pytest.approx(GAP_FACTOR / 20.0)

@@ -88,6 +88,33 @@ def test_victim(workers, demand, queued, victim) -> None:
     assert policy.victim(record, keep="new", now=NOW) == victim
 
 
+@pytest.mark.parametrize(
+    ("history", "victim"),
+    [
+        pytest.param(
+            {"steady": [50.0, 60.0, 70.0, 80.0, 90.0], "burst": [99.0, 99.0]},
+            "burst",
+            id="a-steady-label-outranks-a-recent-burst",
+        ),
+        pytest.param(
+            {"hot": [90.0 + i * 0.1 for i in range(100)], "cold": [95.0]},
+            "cold",
+            id="a-hot-label-outranks-a-cold-one",
+        ),
+    ],
+)
+def test_eviction_reads_the_long_memory_frequency(
+    history: dict[str, list[float]], victim: str
+) -> None:
+    """The victim is the label with the lowest frequency per copy (`DemandModel.frequency`:
+    its share of the last ~12,000 arrivals, bounded by its silence), not the lowest 10 s rate,
+    which would have taken the steady label in the first row."""
+    policy = policy_of({"w1": list(history)})
+    for at, label in sorted((at, label) for label, times in history.items() for at in times):
+        policy.demand.record(label, at)
+    assert policy.victim(policy.registry.get("w1"), keep="new", now=NOW) == victim
+
+
 def test_the_last_copy_of_a_queued_label_is_never_evicted_even_when_nothing_else_can_go() -> None:
     """Both labels are last copies with queued work: the worker cannot take the new label."""
     policy = policy_of({"w1": ["a", "b"]}, queued=("a", "b"))
@@ -134,7 +161,7 @@ def test_a_placement_examines_a_bounded_number_of_workers(workers: int) -> None:
         examined.append(worker.worker_id)
         return original(worker, label, now)
 
-    policy._placement_cost = counting  # type: ignore[method-assign]
+    policy._placement_cost = counting  # type: ignore[method-assign,assignment]
     policy.place(make_task("t", "new"), NOW)
     assert 1 <= len(examined) <= min(workers, 2 * PLACEMENT_SAMPLE)
 
