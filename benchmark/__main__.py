@@ -11,14 +11,15 @@ Each subcommand's options are one dataclass below (smartrouting.config derives t
 every flag has an environment variable `BENCHMARK_<COMMAND>_<FIELD>`, and `--help` of each
 subcommand shows the defaults. As in the original system, `NUM_WORKERS` is the default of
 `--workers` (run, demo), and `RANDOM_DISPATCH=true` selects `--dispatch random`,
-`RANDOM_DISPATCH=false` `--dispatch routed` (unset: both).
+`RANDOM_DISPATCH=false` `--dispatch routed` (unset: both). `--log-level` and `--log-format`
+(before the subcommand; `BENCHMARK_LOG_LEVEL`, `BENCHMARK_LOG_FORMAT`) set up the
+benchmark's own log (smartrouting/logs.py); the programs it starts have their own flags.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -37,12 +38,27 @@ from benchmark.trace import Distribution, Mode
 from dispatcher.config import Config
 from smartrouting import config as toolkit
 from smartrouting.config import setting
+from smartrouting.logs import LogFormat, configure_logging
 
 Dispatch = Literal["random", "routed", "both"]
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _SIM = "the simulated engine's measured cost"
 _DISPATCHER = Config()
+
+
+@dataclass(frozen=True)
+class CommonArgs:
+    """Options of every subcommand, given before it."""
+
+    env_prefix: ClassVar[str] = "BENCHMARK_"
+
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = setting(
+        "warning", "log level of the benchmark's own lines (progress goes to stdout)"
+    )
+    log_format: LogFormat = setting(
+        "text", "log lines: text, or json (one object per line, for log collectors)"
+    )
 
 
 @dataclass(frozen=True)
@@ -74,10 +90,21 @@ class RunArgs:
     out: Path | None = setting(
         None,
         "results directory",
-        shown_default="benchmark-results/<engine>-<workers>w-<labels>l-<distribution>-<mode>-"
-        "<requests>r",
+        shown_default="benchmark-results/<engine>-<workers>w-<labels>l-<distribution>-<mode>"
+        "[-<dispatchers>d]-<requests>r",
     )
     dispatcher_url: str | None = setting(None, "use this running dispatcher, start nothing")
+    dispatchers: int = setting(
+        1,
+        "dispatcher processes, active-active: more than one share a PostgreSQL task store and "
+        "every worker links to all; requests go to them round robin",
+    )
+    store_url: str | None = setting(
+        None,
+        "postgresql:// URL of the task store shared by the dispatchers",
+        secret=True,
+        shown_default="a throwaway server started for the run (needs PostgreSQL installed)",
+    )
     swarm: bool = setting(False, "run the workers as SIMULATED ones inside one process")
     model_repository: Path | None = setting(
         None, "model repository of the workers", shown_default="<out>/models"
@@ -103,6 +130,10 @@ class RunArgs:
     def __post_init__(self) -> None:
         if self.swarm and self.engine != "simulated":
             raise ValueError("--swarm runs simulated workers: use --engine simulated")
+        if self.dispatchers < 1:
+            raise ValueError(f"--dispatchers must be at least 1, got {self.dispatchers}")
+        if self.dispatcher_url is not None and self.dispatchers > 1:
+            raise ValueError("--dispatcher-url uses a running dispatcher: no --dispatchers")
 
 
 @dataclass(frozen=True)
@@ -191,8 +222,11 @@ class SwarmArgs:
 
     env_prefix: ClassVar[str] = "BENCHMARK_SWARM_"
 
-    dispatcher_url: str = setting(
-        "ws://127.0.0.1:8080/worker-listen", "websocket URL of the dispatcher's /worker-listen"
+    dispatcher_url: tuple[str, ...] = setting(
+        ("ws://127.0.0.1:8080/worker-listen",),
+        "websocket URL of a dispatcher's /worker-listen; repeat the flag (or separate the "
+        "variable's URLs with commas) to link every worker to several dispatchers",
+        repeat=True,
     )
     workers: int = setting(200, "simulated workers")
     capacity: int = setting(2, "labels each worker keeps loaded")
@@ -214,6 +248,11 @@ class MicroArgs:
 
     dispatcher_url: str | None = setting(None, "measure this running dispatcher, start none")
     policy: PolicyName = setting("routed", "routing policy of the started dispatcher")
+    dispatchers: int = setting(
+        1,
+        "dispatchers started, active-active on one throwaway PostgreSQL store; the callers "
+        "go to them in turn",
+    )
     workers: int = setting(4, "no-op workers")
     slots: int = setting(16, "task slots per no-op worker")
     labels: int = setting(4, "labels, uniform over tasks")
@@ -301,6 +340,7 @@ def build_parsers(
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    toolkit.add_arguments(parser, CommonArgs)
     commands = parser.add_subparsers(dest="command", required=True)
     defaults = _start_up_defaults() if defaults is None else defaults
     subparsers = {}
@@ -312,12 +352,20 @@ def build_parsers(
 
 def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Any:
     """The options of the chosen subcommand (RunArgs, DemoArgs, ...); exits 2 on a bad one."""
+    return parse_all(argv, environ)[1]
+
+
+def parse_all(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[CommonArgs, Any]:
+    """The common options and the chosen subcommand's; exits 2 on a bad one."""
     defaults = _start_up_defaults(environ)
     parser, subparsers = build_parsers(defaults)
     flags = vars(parser.parse_args(argv))
     cls = _COMMANDS[flags["command"]][0]
     try:
-        return toolkit.load(cls, flags, environ, defaults=defaults.get(cls))
+        common = toolkit.load(CommonArgs, flags, environ)
+        return common, toolkit.load(cls, flags, environ, defaults=defaults.get(cls))
     except toolkit.ConfigError as exc:
         toolkit.fail(subparsers[flags["command"]], exc)
 
@@ -327,6 +375,8 @@ def _cmd_run(args: RunArgs) -> int:
     from benchmark.summary import render
 
     name = f"{args.engine}-{args.workers}w-{args.labels}l-{args.distribution}-{args.mode}"
+    if args.dispatchers > 1:
+        name += f"-{args.dispatchers}d"
     out = args.out or Path("benchmark-results") / f"{name}-{args.requests}r"
     sim_costs = {
         key: value
@@ -352,6 +402,8 @@ def _cmd_run(args: RunArgs) -> int:
         seed=args.seed,
         submit=args.submit,
         dispatcher_url=args.dispatcher_url,
+        dispatchers=args.dispatchers,
+        store_url=args.store_url,
         swarm=args.swarm,
         model_repository=args.model_repository,
         sim_costs=sim_costs,
@@ -437,7 +489,6 @@ def _cmd_demo(args: DemoArgs) -> int:
 def _cmd_swarm(args: SwarmArgs) -> int:
     from benchmark.swarm import SwarmConfig, run_swarm
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     config = SwarmConfig(
         dispatcher_url=args.dispatcher_url,
         workers=args.workers,
@@ -503,7 +554,8 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m benchmark` and `smartrouting-benchmark`."""
-    args = parse(argv)
+    common, args = parse_all(argv)
+    configure_logging(common.log_level, common.log_format)
     if isinstance(args, SwarmArgs):
         return _cmd_swarm(args)
     if isinstance(args, MicroArgs):

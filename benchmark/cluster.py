@@ -1,12 +1,16 @@
-"""A local cluster for the benchmark and the demo: dispatcher, workers, uploader.
+"""A local cluster for the benchmark and the demo: dispatchers, workers, uploader.
 
 `LocalCluster` starts each part as a child process (`python -m dispatcher`,
 `python -m worker`, `python -m uploader serve`, or one `python -m benchmark swarm`
 process holding many SIMULATED workers), each with its output in a log file of
-the run directory, waits until the dispatcher's `/health` answers and `/workers`
+the run directory, waits until every dispatcher's `/health` answers and its `/workers`
 lists every worker (polling: they are other processes), and stops everything
 (SIGTERM, then SIGKILL after a deadline) when the `with` block ends, also on an
 exception or Ctrl-C. Ports are chosen by the OS.
+
+With `dispatchers` > 1 the dispatchers run active-active (docs/architecture.md §3.5.1, §6.6):
+they share one PostgreSQL task store (`store_url`, else a throwaway server started for the
+run, smartrouting/postgres.py) and every worker links to all of them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Literal
 import httpx
 
 from benchmark.errors import ClusterError, ClusterNotReady
+from smartrouting.postgres import PostgresServer, PostgresUnavailable, start_postgres
 from smartrouting.processes import ChildProcess, free_port
 
 EngineName = Literal["simulated", "onnxruntime", "triton"]
@@ -73,8 +78,14 @@ class ClusterConfig:
     with_uploader: bool = False
     swarm: bool = False
     host: str = "127.0.0.1"
-    #: Port of the dispatcher; 0 lets the OS pick a free one.
+    #: Port of the (first) dispatcher; 0 lets the OS pick a free one.
     dispatcher_port: int = 0
+    #: Dispatcher processes; with more than one they share a task store and every worker
+    #: links to all of them.
+    dispatchers: int = 1
+    #: postgresql:// URL of the shared task store (also used by a single dispatcher when
+    #: given); None with several dispatchers: a throwaway server is started for the cluster.
+    store_url: str | None = None
     worker_prefix: str = "w-"
     sim_costs: dict[str, float] = field(default_factory=dict)
     dispatcher_args: list[str] = field(default_factory=list)
@@ -82,6 +93,10 @@ class ClusterConfig:
     log_level: str = "warning"
     ready_timeout_s: float = 60.0
     stop_timeout_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.dispatchers < 1:
+            raise ValueError(f"a cluster needs at least one dispatcher, got {self.dispatchers}")
 
     def worker_ids(self) -> list[str]:
         """The ids the workers register under."""
@@ -95,13 +110,29 @@ class LocalCluster:
         self.config = config
         self.state = ClusterState.NEW
         self.children: list[ChildProcess] = []
-        self.dispatcher_port = 0
+        self.dispatcher_ports: list[int] = []
         self.uploader_port = 0
+        self.postgres: PostgresServer | None = None
+
+    @property
+    def dispatcher_port(self) -> int:
+        """The (first) dispatcher's port; 0 before the start."""
+        return self.dispatcher_ports[0] if self.dispatcher_ports else 0
 
     @property
     def base_url(self) -> str:
-        """The dispatcher's HTTP base URL."""
+        """The (first) dispatcher's HTTP base URL."""
         return f"http://{self.config.host}:{self.dispatcher_port}"
+
+    @property
+    def base_urls(self) -> list[str]:
+        """Every dispatcher's HTTP base URL."""
+        return [f"http://{self.config.host}:{port}" for port in self.dispatcher_ports]
+
+    @property
+    def ws_urls(self) -> list[str]:
+        """Every dispatcher's `/worker-listen` URL."""
+        return [f"ws://{self.config.host}:{port}/worker-listen" for port in self.dispatcher_ports]
 
     @property
     def uploader_url(self) -> str | None:
@@ -144,22 +175,44 @@ class LocalCluster:
                 env,
             )
             self._wait_http(f"{self.uploader_url}/health", "the uploader's /health")
-        self.dispatcher_port = cfg.dispatcher_port or free_port(cfg.host)
-        dispatcher_args = ["-m", "dispatcher", "--host", cfg.host]
-        dispatcher_args += ["--port", str(self.dispatcher_port), "--policy", cfg.policy]
-        dispatcher_args += ["--log-level", cfg.log_level, "--seed", str(cfg.seed)]
-        if self.uploader_url:
-            dispatcher_args += ["--uploader-url", self.uploader_url]
-        self._spawn("dispatcher", dispatcher_args + cfg.dispatcher_args, env)
-        self._wait_http(f"{self.base_url}/health", "the dispatcher's /health")
-        ws_url = f"ws://{cfg.host}:{self.dispatcher_port}/worker-listen"
+        self._start_dispatchers(env)
         if cfg.swarm:
-            self._spawn("swarm", self._swarm_args(ws_url), env)
+            self._spawn("swarm", self._swarm_args(self.ws_urls), env)
         else:
             for i, worker_id in enumerate(cfg.worker_ids()):
-                self._spawn(f"worker-{worker_id}", self._worker_args(ws_url, worker_id, i), env)
+                args = self._worker_args(self.ws_urls, worker_id, i)
+                self._spawn(f"worker-{worker_id}", args, env)
         self._wait_workers()
         self.state = ClusterState.READY
+
+    def _start_dispatchers(self, env: dict[str, str]) -> None:
+        """Start every dispatcher (all at once), then wait for each one's /health."""
+        cfg = self.config
+        shared = cfg.dispatchers > 1
+        if shared or cfg.store_url:  # one dispatcher uses a store only when given one
+            env = {**env, "DISPATCHER_STORE_URL": cfg.store_url or self._start_postgres()}
+        self.dispatcher_ports = [cfg.dispatcher_port or free_port(cfg.host)]
+        self.dispatcher_ports += [free_port(cfg.host) for _ in range(cfg.dispatchers - 1)]
+        for n, port in enumerate(self.dispatcher_ports):
+            args = ["-m", "dispatcher", "--host", cfg.host, "--port", str(port)]
+            args += ["--policy", cfg.policy, "--log-level", cfg.log_level, "--seed", str(cfg.seed)]
+            if shared:
+                args += ["--dispatcher-id", f"dispatcher-{n}"]
+            if self.uploader_url:
+                args += ["--uploader-url", self.uploader_url]
+            self._spawn(
+                f"dispatcher-{n}" if shared else "dispatcher", args + cfg.dispatcher_args, env
+            )
+        for url in self.base_urls:
+            self._wait_http(f"{url}/health", f"the dispatcher's /health at {url}")
+
+    def _start_postgres(self) -> str:
+        """A throwaway PostgreSQL server for the shared task store; its URL."""
+        try:
+            self.postgres = start_postgres()
+        except PostgresUnavailable as exc:
+            raise ClusterError(f"several dispatchers need PostgreSQL: {exc}") from exc
+        return self.postgres.url()
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> ChildProcess:
         """Start `python <args>` in the repository root, output in `run_dir/<name>.log`."""
@@ -174,9 +227,9 @@ class LocalCluster:
             args += [f"--{key.replace('_', '-')}", str(value)]
         return args
 
-    def _worker_args(self, ws_url: str, worker_id: str, index: int) -> list[str]:
+    def _worker_args(self, ws_urls: list[str], worker_id: str, index: int) -> list[str]:
         cfg = self.config
-        args = ["-m", "worker", "--dispatcher-url", ws_url, "--worker-id", worker_id]
+        args = ["-m", "worker", *_each("--dispatcher-url", ws_urls), "--worker-id", worker_id]
         args += ["--capacity", str(cfg.capacity), "--engine", cfg.engine]
         args += ["--log-level", cfg.log_level]
         if cfg.model_repository is not None:
@@ -186,9 +239,9 @@ class LocalCluster:
             args += self._sim_args()
         return args + cfg.worker_args
 
-    def _swarm_args(self, ws_url: str) -> list[str]:
+    def _swarm_args(self, ws_urls: list[str]) -> list[str]:
         cfg = self.config
-        args = ["-m", "benchmark", "swarm", "--dispatcher-url", ws_url]
+        args = ["-m", "benchmark", "swarm", *_each("--dispatcher-url", ws_urls)]
         args += ["--workers", str(cfg.workers), "--capacity", str(cfg.capacity)]
         args += ["--worker-prefix", cfg.worker_prefix, "--time-scale", str(cfg.time_scale)]
         args += ["--seed", str(cfg.seed)]
@@ -223,9 +276,9 @@ class LocalCluster:
 
         self._poll(ok, what)
 
-    def registered_workers(self) -> list[str]:
-        """The worker ids the dispatcher lists at `/workers` now."""
-        answer = httpx.get(f"{self.base_url}/workers", timeout=5.0)
+    def registered_workers(self, base_url: str | None = None) -> list[str]:
+        """The worker ids a dispatcher (the first one by default) lists at `/workers` now."""
+        answer = httpx.get(f"{base_url or self.base_url}/workers", timeout=5.0)
         answer.raise_for_status()
         return list(answer.json()["workers"])
 
@@ -234,11 +287,11 @@ class LocalCluster:
 
         def all_registered() -> bool:
             try:
-                return expected <= set(self.registered_workers())
+                return all(expected <= set(self.registered_workers(u)) for u in self.base_urls)
             except (httpx.HTTPError, KeyError, ValueError):
                 return False
 
-        self._poll(all_registered, f"all {len(expected)} workers at /workers")
+        self._poll(all_registered, f"all {len(expected)} workers at every /workers")
 
     # -- stop ----------------------------------------------------------------
 
@@ -247,14 +300,15 @@ class LocalCluster:
         self._check_alive()
 
     def stop(self) -> dict[str, int]:
-        """Stop workers first, then the dispatcher, then the uploader; exit codes by name."""
+        """Stop workers first, then the dispatchers, then the uploader (and the PostgreSQL
+        server started for the cluster); exit codes by name."""
         if self.state in (ClusterState.STOPPED, ClusterState.STOPPING):
             return {}
         self.state = ClusterState.STOPPING
         codes: dict[str, int] = {}
         groups = [
             [c for c in self.children if c.name.startswith(("worker-", "swarm"))],
-            [c for c in self.children if c.name == "dispatcher"],
+            [c for c in self.children if c.name.startswith("dispatcher")],
             [c for c in self.children if c.name == "uploader"],
         ]
         for group in groups:
@@ -262,9 +316,17 @@ class LocalCluster:
                 child.terminate()
             for child in group:
                 codes[child.name] = child.wait_or_kill(self.config.stop_timeout_s)
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
         self.state = ClusterState.STOPPED
         return codes
 
     def log_tails(self, lines: int = 20) -> str:
         """The last lines of every child's log, for error reports."""
         return "\n".join(f"--- {c.name} ({c.log_path}):\n{c.tail(lines)}" for c in self.children)
+
+
+def _each(flag: str, values: list[str]) -> list[str]:
+    """`flag` before each value: a repeated flag."""
+    return [item for value in values for item in (flag, value)]

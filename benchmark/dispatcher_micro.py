@@ -5,7 +5,9 @@ Measures (1) the latency the dispatcher adds to a task and its throughput, with 
 once over real websockets, and `--concurrency` callers posting `/run-task` through
 `httpx.AsyncClient`; the same callers hitting `/health` give the bare HTTP round trip, and
 "added" is the difference; (2) the cost of one routing decision of the pure policy with 10
-and with 1,000 workers in the registry (timeit).
+and with 1,000 workers in the registry (timeit). With `--dispatchers 2` two dispatchers run
+active-active (a shared PostgreSQL store, every no-op worker linked to both) and the callers
+alternate between them: the throughput of one dispatcher against two.
 
 Run: `python -m benchmark.dispatcher_micro [--json-out FILE]` or
 `python -m benchmark dispatcher-micro ...`.
@@ -55,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmark dispatcher-micro", description=__doc__)
     p.add_argument("--dispatcher-url", help="measure this running dispatcher, start none")
     p.add_argument("--policy", choices=("routed", "random"), default="routed")
+    p.add_argument(
+        "--dispatchers",
+        type=int,
+        default=1,
+        help="dispatchers started, active-active on one throwaway PostgreSQL store; the callers "
+        "go to them in turn",
+    )
     p.add_argument("--workers", type=int, default=4, help="no-op workers")
     p.add_argument("--slots", type=int, default=16, help="task slots per no-op worker")
     p.add_argument("--labels", type=int, default=4, help="labels, uniform over tasks")

@@ -7,6 +7,8 @@ its Poisson arrival offset, whatever is still in flight.
 
 With `submit="async"` a request is `POST /tasks` (202) followed by polling
 `GET /tasks/{id}`; it counts as a dispatched job instead of a synchronous request.
+With several dispatchers (`base_urls`), request i goes to dispatcher i mod N, all its
+calls included (round robin over the trace, the same split whatever the timing).
 Every request ends counted exactly once: completed (latency recorded) or failed
 (with its error code). A rich progress bar shows completions.
 
@@ -50,9 +52,9 @@ def task_body(entry: TraceEntry, task_type: str, run_tag: str) -> dict[str, Any]
 
 @dataclass
 class ProducerSettings:
-    """How to replay a trace."""
+    """How to replay a trace; `base_url`: one dispatcher, or several (round robin)."""
 
-    base_url: str
+    base_url: str | tuple[str, ...]
     task_type: str = "sample_task"
     time_scale: float = 1.0
     submit: SubmitMode = "sync"
@@ -60,6 +62,17 @@ class ProducerSettings:
     poll_interval_s: float = 0.01
     run_tag: str = "bench"
     max_connections: int = 1000
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        """Every dispatcher's base URL, without a trailing slash."""
+        urls = (self.base_url,) if isinstance(self.base_url, str) else self.base_url
+        return tuple(url.rstrip("/") for url in urls)
+
+    def base_url_of(self, entry: TraceEntry) -> str:
+        """The dispatcher that gets `entry`'s request: round robin by trace index."""
+        urls = self.base_urls
+        return urls[entry.index % len(urls)]
 
 
 class _Counter:
@@ -102,9 +115,9 @@ def _error_code(status: int, data: Any) -> str:
 
 
 async def _send_sync(
-    client: aiohttp.ClientSession, body: dict[str, Any], s: ProducerSettings
+    client: aiohttp.ClientSession, base: str, body: dict[str, Any], s: ProducerSettings
 ) -> tuple[dict[str, Any] | None, str]:
-    async with client.post("/run-task", json=body) as response:
+    async with client.post(f"{base}/run-task", json=body) as response:
         status, answer = await _json(response)
     if status != 200 or not isinstance(answer, dict):
         return None, _error_code(status, answer)
@@ -114,16 +127,16 @@ async def _send_sync(
 
 
 async def _send_async(
-    client: aiohttp.ClientSession, body: dict[str, Any], s: ProducerSettings
+    client: aiohttp.ClientSession, base: str, body: dict[str, Any], s: ProducerSettings
 ) -> tuple[dict[str, Any] | None, str]:
-    async with client.post("/tasks", json=body) as response:
+    async with client.post(f"{base}/tasks", json=body) as response:
         status, accepted = await _json(response)
     if status != 202 or not isinstance(accepted, dict):
         return None, _error_code(status, accepted)
     task_id = accepted["task_id"]
     deadline = time.monotonic() + s.request_timeout_s
     while time.monotonic() < deadline:
-        async with client.get(f"/tasks/{task_id}") as response:
+        async with client.get(f"{base}/tasks/{task_id}") as response:
             status, answer = await _json(response)
         if status != 200 or not isinstance(answer, dict):
             return None, _error_code(status, answer)
@@ -145,7 +158,7 @@ async def _one(
     start = time.monotonic()
     try:
         send = _send_sync if s.submit == "sync" else _send_async
-        answer, code = await send(client, body, s)
+        answer, code = await send(client, s.base_url_of(entry), body, s)
     except (TimeoutError, aiohttp.ClientError) as exc:
         counter.failed(f"http:{type(exc).__name__}")
         return
@@ -221,9 +234,7 @@ async def run_producers(
     if progress is not None:
         progress.start()
     try:
-        async with aiohttp.ClientSession(
-            base_url=settings.base_url, connector=connector, timeout=timeout
-        ) as client:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
             if trace.config.mode == "closed":
                 await asyncio.gather(
                     *(

@@ -4,7 +4,9 @@
 `LocalCluster` (or uses an existing dispatcher), replays the trace, reads the
 dispatcher's `GET /stats` before and after (the difference is the run's own
 counts, so a long-lived dispatcher works too), and writes `results.json`,
-`summary.txt` and the PNG charts into the output directory.
+`summary.txt` and the PNG charts into the output directory. With `dispatchers` > 1
+the cluster runs that many dispatchers on one shared task store, the producers spread
+the requests over them round robin, and the counts are the sums of every dispatcher's.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ class RunConfig:
     seed: int = 1
     submit: SubmitMode = "sync"
     dispatcher_url: str | None = None
+    #: Dispatchers of the started cluster (more than one: a shared PostgreSQL task store).
+    dispatchers: int = 1
+    #: The shared store's postgresql:// URL; None: a throwaway server per cluster.
+    store_url: str | None = None
     swarm: bool = False
     model_repository: Path | None = None
     sim_costs: dict[str, float] = field(default_factory=dict)
@@ -98,6 +104,23 @@ def fetch_stats(base_url: str) -> dict[str, Any]:
     return data
 
 
+def combined_stats(base_urls: list[str]) -> dict[str, Any]:
+    """`GET /stats` of every dispatcher, the counters added up (and the tasks in flight and
+    queued, for `_wait_idle`); the other fields are the first dispatcher's. With several,
+    `per_dispatcher` keeps each one's counters (cumulative, not a run's difference)."""
+    every = [fetch_stats(url) for url in base_urls]
+    combined = dict(every[0])
+    for key in (*_ADDITIVE, "in_flight", "queue_depth"):
+        values = [stats[key] for stats in every if isinstance(stats.get(key), int | float)]
+        if values:
+            combined[key] = sum(values)
+    if len(every) > 1:
+        combined["dispatchers"] = len(every)
+        own = (*_ADDITIVE, "workers_connected")
+        combined["per_dispatcher"] = [{k: s[k] for k in own if k in s} for s in every]
+    return combined
+
+
 def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """`after` with its additive counters reduced by `before` (one run's own counts)."""
     delta = dict(after)
@@ -112,31 +135,34 @@ def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]
     return delta
 
 
-def _wait_idle(base_url: str, timeout_s: float = 30.0) -> dict[str, Any]:
+def _wait_idle(base_urls: list[str], timeout_s: float = 30.0) -> dict[str, Any]:
     # Synchronous answers mean the tasks finished, but the counters of the last
     # result may be updated just after; wait until nothing is in flight.
     deadline = time.monotonic() + timeout_s
-    stats = fetch_stats(base_url)
+    stats = combined_stats(base_urls)
     while time.monotonic() < deadline:
         if not stats.get("in_flight") and not stats.get("queue_depth"):
             return stats
         time.sleep(0.1)
-        stats = fetch_stats(base_url)
+        stats = combined_stats(base_urls)
     return stats
 
 
-def _replay(cfg: RunConfig, trace: Trace, base_url: str, policy: str) -> PolicyResult:
-    before = fetch_stats(base_url)
+def _replay(cfg: RunConfig, trace: Trace, base_urls: list[str], policy: str) -> PolicyResult:
+    before = combined_stats(base_urls)
     settings = ProducerSettings(
-        base_url=base_url,
+        base_url=tuple(base_urls),
         task_type=cfg.task_type,
         time_scale=cfg.time_scale,
         submit=cfg.submit,
         run_tag=f"bench-{policy}-{int(time.time() * 1000)}",
     )
-    label = f"{policy:>6} ({cfg.engine}, {cfg.workers}x{cfg.capacity})" if cfg.progress else None
+    shape = f"{cfg.engine}, {cfg.workers}x{cfg.capacity}"
+    if len(base_urls) > 1:
+        shape += f", {len(base_urls)} dispatchers"
+    label = f"{policy:>6} ({shape})" if cfg.progress else None
     report = asyncio.run(run_producers(trace, settings, label))
-    after = _wait_idle(base_url)
+    after = _wait_idle(base_urls)
     runtime_scale = cfg.time_scale if cfg.engine == "simulated" else 1.0
     return PolicyResult(
         policy=str(after.get("policy", policy)),
@@ -161,9 +187,11 @@ def run_policy(cfg: RunConfig, trace: Trace, policy: PolicyName) -> PolicyResult
         sim_costs=cfg.sim_costs,
         dispatcher_args=cfg.dispatcher_args,
         ready_timeout_s=cfg.ready_timeout_s,
+        dispatchers=cfg.dispatchers,
+        store_url=cfg.store_url,
     )
     with LocalCluster(cluster_cfg) as cluster:
-        result = _replay(cfg, trace, cluster.base_url, policy)
+        result = _replay(cfg, trace, cluster.base_urls, policy)
         cluster.check_alive()
     return result
 
@@ -174,7 +202,7 @@ def run_benchmark(cfg: RunConfig, name: str | None = None) -> BenchmarkResult:
     cache = cfg.workers * cfg.capacity
     result = BenchmarkResult(
         name=name or cfg.out.name,
-        params={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        params={k: _param(k, v) for k, v in asdict(cfg).items()},
         trace={**trace.to_json(), "fingerprint": fingerprint(trace)},
         bound=belady_misses(trace.labels, cache).to_json(),
         lru_reference=lru_misses(trace.labels, cache).to_json(),
@@ -188,12 +216,20 @@ def run_benchmark(cfg: RunConfig, name: str | None = None) -> BenchmarkResult:
     if cfg.dispatcher_url is not None:
         base_url = cfg.dispatcher_url.rstrip("/")
         policy = str(fetch_stats(base_url).get("policy", "remote"))
-        result.policies[policy] = _replay(cfg, trace, base_url, policy)
+        result.policies[policy] = _replay(cfg, trace, [base_url], policy)
     else:
         for policy in cfg.dispatch:
             result.policies[policy] = run_policy(cfg, trace, policy)
     write_report(result, cfg.out)
     return result
+
+
+def _param(name: str, value: Any) -> Any:
+    """A run option as results.json shows it: paths as text, the store URL (it may hold a
+    password) only as whether one was given."""
+    if name == "store_url":
+        return None if value is None else "(given)"
+    return str(value) if isinstance(value, Path) else value
 
 
 def write_report(result: BenchmarkResult, out: Path) -> str:

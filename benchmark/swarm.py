@@ -4,9 +4,9 @@ Two hundred `python -m worker` processes would swamp a small machine, so a scale
 run can start `python -m benchmark swarm --workers 200 ...` instead: one asyncio
 process holding N real `worker.runtime.Worker` objects, each with the simulated
 engine (worker/engines/simulated.py), its own `ModelManager` and its own
-`DispatcherConnection` (one websocket). Only the process and the event loop are
-shared, so a scale run measures the real worker protocol, cache and shutdown, not a
-look-alike.
+`DispatcherConnection`s (one websocket per dispatcher; `--dispatcher-url` repeats).
+Only the process and the event loop are shared, so a scale run measures the real
+worker protocol, cache and shutdown, not a look-alike.
 
 Each worker gets the configuration a `python -m worker --engine simulated` child of
 `benchmark.cluster.LocalCluster` would get (same ids `<prefix><i>`, same seed
@@ -64,7 +64,8 @@ def default_costs() -> dict[str, float]:
 class SwarmConfig:
     """Settings shared by every simulated worker of the swarm."""
 
-    dispatcher_url: str
+    #: One dispatcher's /worker-listen URL, or several: every worker links to each.
+    dispatcher_url: str | tuple[str, ...]
     workers: int
     capacity: int = 2
     slots: int = 1
@@ -83,10 +84,16 @@ class SwarmConfig:
         if self.workers < 1:
             raise ValueError(f"a swarm needs at least one worker, got {self.workers}")
 
+    @property
+    def dispatcher_urls(self) -> tuple[str, ...]:
+        """Every dispatcher URL, as a tuple."""
+        url = self.dispatcher_url
+        return (url,) if isinstance(url, str) else tuple(url)
+
     def worker_config(self, index: int) -> Config:
         """The configuration of worker `index`: what LocalCluster gives a worker process."""
         return Config(
-            dispatcher_url=(self.dispatcher_url,),
+            dispatcher_url=self.dispatcher_urls,
             worker_id=f"{self.worker_prefix}{index}",
             capacity=self.capacity,
             slots=self.slots,

@@ -129,6 +129,26 @@ def test_run_task_retries_with_the_same_task_id() -> None:
     assert done.result == {"ok": 1} and done.worker_id == "w1"
 
 
+def test_several_dispatchers_fail_over_in_turn_with_the_same_task_id() -> None:
+    """A dropped connection on A and a 503 on B move on to C, which then stays current; a 429
+    (the caller's own limit) retries the same dispatcher."""
+    handle, seen = scripted(
+        httpx.ReadError("connection reset"),
+        (503, {"error": "shutting_down", "detail": "x"}, {"Retry-After": "0"}),
+        (429, {"error": "caller_busy", "detail": "x"}, {"Retry-After": "0"}),
+        (200, echo_id, {}),
+        (200, echo_id, {}),
+    )
+    urls = ["http://a", "http://b/", "http://c"]
+    with Client(urls, retry=FAST, transport=httpx.MockTransport(handle)) as client:
+        first = client.run_task("sample_task", "x")
+        client.run_task("sample_task", "x")
+    assert [r.url.host for r in seen] == ["a", "b", "c", "c", "c"]
+    assert {json.loads(r.content)["task_id"] for r in seen[:4]} == {first.task_id}
+    with pytest.raises(ValueError):
+        Client([])
+
+
 def test_embed_models_workers_and_errors() -> None:
     """Typed results of embed, models and workers; an error answer is an APIError."""
     embedded = {
@@ -227,12 +247,12 @@ async def test_client_retries_across_a_dispatcher_sigkill_and_the_task_runs_once
     worker ran it exactly once (its buffered result answered the restored task)."""
     port = free_port()
     db = tmp_path / "state.db"
-    args = ("--state-db", str(db), "--log-level", "warning")
-    args += ("--ws-ping-interval-s", "1", "--ws-ping-timeout-s", "2")
+    args = ["--state-db", str(db), "--log-level", "warning"]
+    args += ["--ws-ping-interval-s", "1", "--ws-ping-timeout-s", "2"]
     first = await asyncio.to_thread(processes.dispatcher, port, *args, name="dispatcher-1")
     engine = CountingEngine()
     config = WorkerConfig(
-        dispatcher_url=f"ws://127.0.0.1:{port}/worker-listen",
+        dispatcher_url=(f"ws://127.0.0.1:{port}/worker-listen",),
         worker_id="w-once",
         engine="simulated",
         reconnect_max_backoff_s=0.3,

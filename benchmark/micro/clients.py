@@ -1,4 +1,5 @@
-"""A bare keep-alive HTTP/1.1 client, the callers' second client beside httpx."""
+"""A bare keep-alive HTTP/1.1 client, the callers' second client beside httpx; `RoundRobin`
+spreads one set of callers over several dispatchers."""
 
 from __future__ import annotations
 
@@ -64,3 +65,28 @@ class RawClient:
         """Close the pooled connections."""
         for _, writer in self._free:
             writer.close()
+
+
+class RoundRobin:
+    """Several clients of the same kind (one per dispatcher) used in turn, call by call: the
+    callers' load split evenly over active-active dispatchers. `name` is the inner client's."""
+
+    def __init__(self, clients: list[Any]) -> None:
+        if not clients:
+            raise ValueError("RoundRobin needs at least one client")
+        self.clients = clients
+        self.name = type(clients[0]).__name__
+        self._next = 0
+
+    def _pick(self) -> Any:
+        client = self.clients[self._next]
+        self._next = (self._next + 1) % len(self.clients)
+        return client
+
+    async def get(self, path: str) -> Any:
+        """GET `path` on the next dispatcher."""
+        return await self._pick().get(path)
+
+    async def post(self, path: str, json: Any) -> Any:
+        """POST `json` to `path` on the next dispatcher."""
+        return await self._pick().post(path, json=json)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ class LatencyResult:
     p90_ms: float
     p99_ms: float
     failed: int
-    #: CPU time the dispatcher process spent per request (None when it is not our child).
+    #: CPU time the dispatcher processes spent per request (None when they are not our
+    #: children).
     server_cpu_ms_per_request: float | None = None
 
 
@@ -50,15 +52,16 @@ async def run_load(
     concurrency: int,
     requests: int,
     labels: list[str],
-    server_pid: int | None = None,
+    server_pids: Sequence[int] = (),
     rate: float | None = None,
 ) -> LatencyResult:
     """`requests` calls from `concurrency` callers, back to back, or paced so that all
     callers together offer `rate` requests per second (below saturation, the latency then
     shows the cost per request rather than queueing behind the other callers).
 
-    `client` is an `httpx.AsyncClient` or a `RawClient`; `/health` is a bare GET, anything
-    else a `/run-task` POST of a sample task on a random label.
+    `client` is an `httpx.AsyncClient`, a `RawClient` or a `RoundRobin` of either; `/health`
+    is a bare GET, anything else a `/run-task` POST of a sample task on a random label.
+    `server_pids`: the dispatcher processes whose CPU time is counted (all of them added).
     """
     latencies: list[float] = []
     failed = 0
@@ -87,16 +90,17 @@ async def run_load(
             if answer.status_code != 200:
                 failed += 1
 
-    cpu_before = process_cpu_s(server_pid) if server_pid else 0.0
+    cpu_before = sum(process_cpu_s(pid) for pid in server_pids)
     started = time.perf_counter()
     await asyncio.gather(*(caller(i) for i in range(concurrency)))
     seconds = time.perf_counter() - started
     cpu_ms = None
-    if server_pid:
-        cpu_ms = round((process_cpu_s(server_pid) - cpu_before) * 1000 / max(1, requests), 3)
+    if server_pids:
+        cpu_s = sum(process_cpu_s(pid) for pid in server_pids) - cpu_before
+        cpu_ms = round(cpu_s * 1000 / max(1, requests), 3)
     return LatencyResult(
         endpoint=endpoint,
-        client=type(client).__name__ + (f"@{rate:g}/s" if rate else ""),
+        client=getattr(client, "name", type(client).__name__) + (f"@{rate:g}/s" if rate else ""),
         concurrency=concurrency,
         requests=len(latencies),
         seconds=round(seconds, 3),

@@ -12,7 +12,9 @@ Every task gets its id on the client, before the first send: a retry (429 or 503
 `Retry-After`, a connection error with backoff) sends the same id, and the dispatcher answers
 the task it already has instead of running it again. `run_task(..., durable=True)` goes
 through `POST /tasks` and a long poll, so with `--state-db` the task also survives a
-dispatcher restart and runs once. Only httpx is needed. See README.md "Calling the API".
+dispatcher restart and runs once. `Client([url_a, url_b, ...])` takes several dispatchers that
+share a task store: a retry after a connection error or a 503 goes to the next one, same id.
+Only httpx is needed. See README.md "Calling the API".
 """
 
 from smartrouting.client.aio import AsyncClient

@@ -20,7 +20,7 @@ from smartrouting.client.models import (
     UploadedModel,
     WorkerInfo,
 )
-from smartrouting.client.protocol import Attempts, Call, Reply, RetryPolicy
+from smartrouting.client.protocol import Attempts, BaseUrls, Call, Reply, RetryPolicy
 from smartrouting.client.sync import headers_of, http_timeout, response_body
 
 T = TypeVar("T")
@@ -30,6 +30,8 @@ class AsyncClient:
     """A dispatcher's HTTP API for asyncio code, with retries (429/503 after `Retry-After`,
     connection errors with backoff; a task keeps its id across retries, so it runs once).
 
+    `base_url`: one dispatcher, or several of one deployment (they share a task store): calls
+    go to one until it fails (connection error, 503), then to the next, with the same task id.
     `timeout_s` bounds connecting and each call that does not wait for a task;
     `task_timeout_s` is the deadline assumed for tasks sent without their own `timeout_s`
     (the dispatcher's default). `transport` replaces the network (tests).
@@ -37,7 +39,7 @@ class AsyncClient:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         api_key: str | None = None,
         timeout_s: float = 30.0,
@@ -48,9 +50,8 @@ class AsyncClient:
         self.timeout_s = timeout_s
         self.task_timeout_s = task_timeout_s
         self.retry = retry or RetryPolicy()
-        self._http = httpx.AsyncClient(
-            base_url=base_url, headers=headers_of(api_key), transport=transport
-        )
+        self.base_urls = BaseUrls(base_url)
+        self._http = httpx.AsyncClient(headers=headers_of(api_key), transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -174,13 +175,14 @@ class AsyncClient:
             try:
                 response = await self._http.request(
                     call.method,
-                    call.path,
+                    self.base_urls.url(call.path),
                     json=call.json,
                     params=call.params,
                     timeout=http_timeout(self.timeout_s, call),
                 )
             except httpx.TransportError as exc:
                 wait = attempts.on_transport_error(exc, isinstance(exc, httpx.ConnectError))
+                self.base_urls.failed()
             else:
                 retry_after = response.headers.get("retry-after")
                 outcome = attempts.on_response(
@@ -188,5 +190,7 @@ class AsyncClient:
                 )
                 if isinstance(outcome, Reply):
                     return outcome
+                if protocol.fails_over(response.status_code):
+                    self.base_urls.failed()
                 wait = outcome
             await asyncio.sleep(wait)

@@ -6,14 +6,16 @@ httpx (sync or async), so both behave alike by construction; tests can drive a f
 `RetryPolicy` says which failures are retried and how long to wait: 429 and 503 after the
 `Retry-After` the dispatcher sent, connection errors with jittered exponential backoff. A
 retried task keeps its task id, so the dispatcher answers the task it already has (running,
-or completed and kept) instead of running it again (docs/architecture.md §3.3).
+or completed and kept) instead of running it again (docs/architecture.md §3.3). `BaseUrls`
+holds several dispatchers of one deployment (sharing a task store, §3.5.1): after a connection
+error or a 503 the retry goes to the next one, with the same task id.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,9 @@ from smartrouting.client.models import (
 
 #: Statuses retried after `Retry-After` (queue full, caller busy; shutting down, no workers).
 RETRY_STATUSES = frozenset({429, 503})
+#: Statuses after which the retry goes to the next dispatcher (this one is going away or has
+#: no workers); a 429 stays: the limit it reports is the caller's own.
+FAILOVER_STATUSES = frozenset({503})
 #: Error codes of a failed asynchronous task that a restarted dispatcher runs again: keep
 #: waiting for it (the state database kept it queued).
 RESUMED_CODES = frozenset({"shutting_down"})
@@ -94,6 +99,41 @@ class RetryPolicy:
 def retryable(status: int) -> bool:
     """Whether an error status is retried (the request was refused, not run)."""
     return status in RETRY_STATUSES
+
+
+def fails_over(status: int | None) -> bool:
+    """Whether the retry after `status` (None: a connection error) goes to the next
+    dispatcher rather than the same one."""
+    return status is None or status in FAILOVER_STATUSES
+
+
+class BaseUrls:
+    """The dispatchers a client calls: one URL, or several of one deployment that share a task
+    store (docs/architecture.md §3.5.1), so that any of them answers for any task id.
+
+    Calls go to the current one; `failed()` moves on to the next in turn, which stays current
+    until it fails in its turn (a dead dispatcher costs one failed attempt, not one per call).
+    """
+
+    def __init__(self, base_url: str | Sequence[str]) -> None:
+        urls = (base_url,) if isinstance(base_url, str) else tuple(base_url)
+        if not urls or not all(urls):
+            raise ValueError("at least one dispatcher base URL is needed")
+        self.urls = tuple(url.rstrip("/") for url in urls)
+        self.index = 0
+
+    @property
+    def current(self) -> str:
+        """The base URL calls go to now."""
+        return self.urls[self.index]
+
+    def url(self, path: str) -> str:
+        """The absolute URL of `path` on the current dispatcher."""
+        return self.current + path
+
+    def failed(self) -> None:
+        """The current dispatcher failed: move on to the next (a no-op with one URL)."""
+        self.index = (self.index + 1) % len(self.urls)
 
 
 def error_of(status: int, body: Any, retry_after: str | None) -> APIError:

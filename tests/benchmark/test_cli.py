@@ -6,8 +6,10 @@ import pytest
 
 from benchmark import dispatcher_micro
 from benchmark.__main__ import MicroArgs, RunArgs, SwarmArgs, _default_dispatch, parse
+from benchmark.producers import ProducerSettings
 from benchmark.runner import policies_of, stats_delta
-from benchmark.swarm import default_costs
+from benchmark.swarm import SwarmConfig, default_costs
+from benchmark.trace import TraceConfig, build_trace
 from smartrouting.config import to_argv
 
 
@@ -46,6 +48,34 @@ def test_swarm_with_a_real_engine_is_refused(capsys: pytest.CaptureFixture[str])
         parse(["run", "--swarm", "--engine", "triton"], {})
     assert exited.value.code == 2
     assert "use --engine simulated" in capsys.readouterr().err
+
+
+def test_several_dispatchers_options_and_their_checks(capsys: pytest.CaptureFixture[str]) -> None:
+    """`run --dispatchers N --store-url URL` (the URL a secret); N < 1, or N > 1 with a running
+    dispatcher, is refused; the swarm links to every `--dispatcher-url` given."""
+    args = parse(["run", "--dispatchers", "3", "--store-url", "postgresql://u:pw@db/x"], {})
+    assert (args.dispatchers, args.store_url) == (3, "postgresql://u:pw@db/x")
+    assert "pw" not in repr(args)
+    assert parse(["run"], {"BENCHMARK_RUN_DISPATCHERS": "2"}).dispatchers == 2
+    for bad in (["--dispatchers", "0"], ["--dispatchers", "2", "--dispatcher-url", "http://d"]):
+        with pytest.raises(SystemExit) as exited:
+            parse(["run", *bad], {})
+        assert exited.value.code == 2
+    assert "--dispatchers" in capsys.readouterr().err
+    urls = ("ws://a/worker-listen", "ws://b/worker-listen")
+    swarm = parse(["swarm", "--dispatcher-url", urls[0], "--dispatcher-url", urls[1]], {})
+    config = SwarmConfig(swarm.dispatcher_url, workers=1)
+    assert config.worker_config(0).dispatcher_url == urls
+    assert SwarmConfig(urls[0], workers=1).worker_config(0).dispatcher_url == urls[:1]
+
+
+def test_requests_go_round_robin_over_the_dispatchers() -> None:
+    """Request i goes to dispatcher i mod N; one URL is one dispatcher."""
+    trace = build_trace(TraceConfig(requests=6, labels=2, seed=1))
+    settings = ProducerSettings(base_url=("http://a/", "http://b", "http://c"))
+    chosen = [settings.base_url_of(entry) for entry in trace.entries]
+    assert chosen == ["http://a", "http://b", "http://c"] * 2
+    assert ProducerSettings(base_url="http://one/").base_urls == ("http://one",)
 
 
 def test_swarm_costs_default_to_the_workers() -> None:

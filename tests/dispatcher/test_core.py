@@ -22,6 +22,7 @@ from dispatcher.errors import (
     TaskFailed,
     all_error_classes,
 )
+from dispatcher.recovery import REJOIN_SETTLE_S
 from dispatcher.stats import Stats
 from dispatcher.tasks import TaskRecord, TaskState
 from proto import smartrouting_pb2 as pb
@@ -250,6 +251,20 @@ def test_a_restored_task_takes_a_buffered_result_instead_of_running_again() -> N
     h.answer("w1", "kept", result_json="7", labels_loaded=["a", "b"])
     assert task.state is TaskState.COMPLETED and task.result == 7
     assert not h.core.queue and h.stats.counters.late_results == 0
+
+
+def test_a_task_claimed_for_a_worker_already_linked_is_sent_again_after_the_settle() -> None:
+    """A task claimed from a dead peer (shared store) and held for a worker linked here too:
+    that worker will not rejoin, so the hold ends after REJOIN_SETTLE_S, not HOLD_GRACE_S."""
+    h = harness()
+    link = h.join("w1", ("a",))
+    task = h.admission.admit("t", "a", "{}", "claimed")
+    task.restored, task.worker_id = True, "w1"
+    h.core.hold(task)
+    h.advance(REJOIN_SETTLE_S * 0.9)
+    assert link.tasks() == []
+    h.advance(REJOIN_SETTLE_S * 0.2)
+    assert [t.task_id for t in link.tasks()] == ["claimed"]
 
 
 @pytest.mark.parametrize(
