@@ -411,10 +411,13 @@ class Core:
         if not self.accepting:
             self.fail(task, ShuttingDown("the dispatcher is shutting down"))
             return
-        if holder is not None and holder.is_idle and task.label in holder.labels:
-            # Back to the worker that may still be running it: a worker ignores a task id it
-            # already runs, so that one run answers the task.
-            decision: Decision = Dispatch(task_id, holder.worker_id, Reason.IDLE_HOLDER, False)
+        if holder is not None and holder.state is WorkerState.READY:
+            # Back to the worker that may still be running it, busy or not: a worker answers a
+            # task id it runs or ran from that run, without a slot (docs/architecture.md §6.6);
+            # one it never got it runs, or answers BUSY when full (re-placed, no attempt).
+            # Elsewhere, the task would run twice.
+            miss = task.label not in holder.labels
+            decision: Decision = Dispatch(task_id, holder.worker_id, Reason.IDLE_HOLDER, miss)
         else:
             decision = self.policy.place(task, self.clock.monotonic())
         self._apply(task, decision, front=True)

@@ -4,8 +4,11 @@
 full jitter; every (re)connection starts with `Hello`. Outgoing messages go through
 an outbox: a TaskResult that could not be sent (connection down) stays there and is
 sent after the next Hello (state reports, `LabelsChanged` and `Occupancy`, are dropped
-instead: Hello carries the full state). A frame from the dispatcher that breaks the protocol
-closes the connection with 1008 and the loop reconnects.
+instead: Hello carries the full state). The results waiting there are indexed by task id
+(`queued_result`): a task id sent again through another dispatcher while this one is down is
+answered with its waiting result instead of being run twice (worker/results.py). A frame
+from the dispatcher that breaks the protocol closes the connection with 1008 and the loop
+reconnects.
 
     IDLE --run--> CONNECTING --handshake--> OPEN --lost--> CONNECTING ...
                                                   --close--> CLOSED
@@ -88,6 +91,8 @@ class DispatcherConnection:
         self.connections = 0
         self.opened = asyncio.Event()
         self._outbox: deque[pb.WorkerMessage] = deque()
+        #: The TaskResult messages in `_outbox`, by task id (the latest one of an id).
+        self._queued_results: dict[str, pb.WorkerMessage] = {}
         self._wake = asyncio.Event()
         self._closing = False
         self._ws: websockets.ClientConnection | None = None
@@ -104,7 +109,18 @@ class DispatcherConnection:
 
     def send_result(self, result: pb.TaskResult) -> None:
         """Queue a TaskResult (kept across reconnects until sent)."""
-        self.send(pb.WorkerMessage(task_result=result))
+        message = pb.WorkerMessage(task_result=result)
+        self._queued_results[result.task_id] = message
+        self.send(message)
+
+    def queued_result(self, task_id: str) -> pb.TaskResult | None:
+        """The result for `task_id` still waiting in the outbox (not yet sent), if any."""
+        message = self._queued_results.get(task_id)
+        return message.task_result if message is not None else None
+
+    def queued_results(self) -> list[pb.TaskResult]:
+        """Every result still waiting in the outbox."""
+        return [message.task_result for message in self._queued_results.values()]
 
     @property
     def pending(self) -> int:
@@ -125,8 +141,16 @@ class DispatcherConnection:
                 message = self._outbox[0]
                 await ws.send(encode(message))
                 self._outbox.popleft()
+                self._unqueue(message)
             self._wake.clear()
             await self._wake.wait()
+
+    def _unqueue(self, message: pb.WorkerMessage) -> None:
+        """`message` left the outbox: drop it from the index if it is the one indexed."""
+        if message.WhichOneof("body") == "task_result":
+            task_id = message.task_result.task_id
+            if self._queued_results.get(task_id) is message:
+                del self._queued_results[task_id]
 
     # -- loop ----------------------------------------------------------------
 

@@ -4,7 +4,10 @@ The worker links to every dispatcher it is given (or discovers) and is the singl
 slots (docs/architecture.md §6.6): a task's result goes back on the link it came from; a task
 arriving with every slot taken is answered BUSY at once (not run, no attempt); each start and
 end of a task is reported (`Occupancy`) to the other dispatchers, so each sees the load the
-others place.
+others place. A task id that arrives again (a survivor re-sending a dead dispatcher's task, a
+caller retrying through another dispatcher) is never run twice here: while it runs, the new
+link joins it and gets the same result; once it has finished, its result is answered at once
+from the recent results (worker/results.py) or from a down link's outbox.
 
 Shutdown (SIGTERM/SIGINT) is a fixed sequence with a deadline; the signal handler
 only sets an event:
@@ -48,6 +51,7 @@ from worker.models import LoadOutcome, ModelManager
 from worker.observability import WorkerObservability
 from worker.probes import serving_probes
 from worker.repository import ModelRepository
+from worker.results import RecentResults, answer_for, worth_remembering
 from worker.tasks import Limits, execute, parse_task
 
 log = logging.getLogger(__name__)
@@ -102,6 +106,16 @@ class _Pending:
     link: DispatcherConnection
     job: asyncio.Task[None] | None = None
     started: bool = False
+    #: Other dispatchers that sent the same task id since: each gets the one result too.
+    followers: list[tuple[DispatcherConnection, pb.Task]] = field(default_factory=list)
+
+    def awaits(self, link: DispatcherConnection) -> bool:
+        """Whether `link` is owed this task's result (it sent the task)."""
+        return link is self.link or any(f is link for f, _ in self.followers)
+
+    def recipients(self) -> list[tuple[DispatcherConnection, pb.Task]]:
+        """Every link owed the result, with the Task it sent (the owner first)."""
+        return [(self.link, self.task), *self.followers]
 
 
 @dataclass
@@ -115,6 +129,8 @@ class Worker:
     tasks_run: int = 0
     #: Tasks answered BUSY (every slot taken when they arrived) since start.
     busy_answers: int = 0
+    #: Task ids that arrived again and were answered with the one run's result, not run.
+    results_shared: int = 0
     #: One link per dispatcher, by URL (with dns discovery: per address).
     links: dict[str, DispatcherConnection] = field(default_factory=dict)
     _pending: dict[str, _Pending] = field(default_factory=dict)
@@ -136,6 +152,8 @@ class Worker:
             max_texts=self.config.max_texts, max_text_chars=self.config.max_text_chars
         )
         self._slots = asyncio.Semaphore(self.config.slots)
+        #: Successful results of the last minutes, for a task id sent again.
+        self.recent = RecentResults()
         self.discovery: DispatcherDiscovery | None = None
         if self.config.dispatcher_discovery == "dns":
             self.discovery = DispatcherDiscovery(
@@ -235,7 +253,8 @@ class Worker:
         """Per link URL: the slots taken by tasks of the other links (O(slots) to compute)."""
         mine: dict[str, int] = {}
         for pending in self._pending.values():
-            mine[pending.link.url] = mine.get(pending.link.url, 0) + 1
+            for link, _ in pending.recipients():  # a shared task is each recipient's own
+                mine[link.url] = mine.get(link.url, 0) + 1
         total = len(self._pending)
         return {url: total - mine.get(url, 0) for url in self.links}
 
@@ -337,24 +356,35 @@ class Worker:
 
     def _cancel(self, link: DispatcherConnection, cancel: pb.Cancel) -> None:
         pending = self._pending.get(cancel.task_id)
-        # Only the dispatcher that sent a task may cancel it.
-        if pending is None or pending.started or pending.job is None or pending.link is not link:
+        # Only a dispatcher that sent a task may cancel it.
+        if pending is None or not pending.awaits(link):
+            return
+        reason = DeadlineExceededError(f"cancelled by the dispatcher: {cancel.reason}")
+        if link is not pending.link:
+            # A dispatcher sharing another's run gives up: it stops waiting, the run goes on.
+            task = next(t for f, t in pending.followers if f is link)
+            pending.followers = [(f, t) for f, t in pending.followers if f is not link]
+            link.send_result(self._error_result(task, reason))
+            return
+        if pending.started or pending.job is None:
+            return
+        if pending.followers:
+            # Others still wait for it: the first of them owns the run from now on.
+            cancelled = pending.task
+            pending.link, pending.task = pending.followers.pop(0)
+            link.send_result(self._error_result(cancelled, reason))
             return
         pending.job.cancel()
         self._pending.pop(cancel.task_id, None)
-        result = self._error_result(
-            pending.task, DeadlineExceededError(f"cancelled by the dispatcher: {cancel.reason}")
-        )
-        link.send_result(result)
+        link.send_result(self._error_result(pending.task, reason))
         self._occupancy_changed(link)
 
     def _accept(self, link: DispatcherConnection, task: pb.Task) -> None:
         if self.state is not WorkerState.RUNNING or link.drained:
             link.send_result(self._error_result(task, ShuttingDownError("worker is shutting down")))
             return
-        if task.task_id in self._pending:
-            log.warning("duplicate task %s ignored (already running here)", task.task_id)
-            return
+        if self._answer_duplicate(link, task):
+            return  # never a new slot use (the BUSY rule counts runs, not arrivals)
         if len(self._pending) >= self.config.slots:
             # Another dispatcher's tasks took the slots since this one last heard: answer at
             # once so it places the task elsewhere, rather than keep it waiting here.
@@ -367,6 +397,48 @@ class Worker:
         self._pending[task.task_id] = pending
         pending.job = asyncio.create_task(self._run_task(pending), name=f"task-{task.task_id}")
         self._occupancy_changed(link)
+
+    def _answer_duplicate(self, link: DispatcherConnection, task: pb.Task) -> bool:
+        """A task id that ran or runs here already: share that run's result with `link`
+        instead of running it again (docs/architecture.md §6.6). False for a new id."""
+        task_id = task.task_id
+        pending = self._pending.get(task_id)
+        if pending is not None:
+            if pending.awaits(link):  # the same dispatcher again (it restarted): one answer
+                log.warning("duplicate task %s ignored (already running here)", task_id)
+                return True
+            pending.followers.append((link, task))
+            self._shared(link, task, "joined the run in progress")
+            return True
+        if link.queued_result(task_id) is not None:
+            return True  # its answer is already waiting for this very link
+        earlier = self.recent.get(task_id)
+        if earlier is None:
+            earlier = self._result_queued_elsewhere(task_id)
+        if earlier is None:
+            return False
+        link.send_result(answer_for(task, earlier))
+        self._shared(link, task, "answered with its earlier result")
+        return True
+
+    def _result_queued_elsewhere(self, task_id: str) -> pb.TaskResult | None:
+        """A successful result for `task_id` waiting in some link's outbox (its dispatcher
+        down): past the recent results' bounds, the outboxes still hold it."""
+        for other in self.links.values():
+            result = other.queued_result(task_id)
+            if result is not None and worth_remembering(result):
+                return result
+        return None
+
+    def _shared(self, link: DispatcherConnection, task: pb.Task, how: str) -> None:
+        self.results_shared += 1
+        log.info(
+            "task %s sent again by %s: %s, not run again",
+            task.task_id,
+            link.url,
+            how,
+            extra={"event": "task_shared", "task_id": task.task_id, "url": link.url},
+        )
 
     # -- tasks ---------------------------------------------------------------
 
@@ -413,7 +485,9 @@ class Worker:
             self._pending.pop(task.task_id, None)
         self.tasks_run += 1
         self.observability.task_finished(task, result)
-        pending.link.send_result(result)
+        self.recent.remember(result)
+        for link, sent in pending.recipients():
+            link.send_result(answer_for(sent, result))
         self._occupancy_changed(pending.link)
 
     async def _execute(self, task: pb.Task) -> pb.TaskResult:
@@ -516,7 +590,8 @@ class Worker:
             pending = self._pending.pop(tid)
             if pending.job is not None:
                 pending.job.cancel()
-            returned.setdefault(pending.link.url, []).append(tid)
+            for link, _ in pending.recipients():
+                returned.setdefault(link.url, []).append(tid)
         for url, link in self.links.items():  # each dispatcher gets back its own tasks
             goodbye = pb.Goodbye(reason="worker shutting down", returned_task_ids=returned[url])
             link.send(pb.WorkerMessage(goodbye=goodbye))

@@ -105,6 +105,23 @@ def test_a_task_goes_to_the_idle_holder_and_completes() -> None:
     assert not h.core.running
 
 
+def test_a_held_task_goes_back_to_its_worker_even_when_that_worker_is_busy() -> None:
+    """A claimed task whose worker is busy (and does not hold the label any more) is still sent
+    back to that worker, not placed elsewhere: the worker answers a re-send from its one run,
+    so another worker would only run it a second time."""
+    h = harness()
+    link = h.join("w1", ("b",), slots=1)
+    h.join("w2", ("a",), slots=1)
+    busy = h.submit("b")
+    assert busy.worker_id == "w1"
+    task = h.admission.admit("t", "a", "{}", "claimed")
+    task.restored, task.worker_id = True, "w1"
+    h.core.hold(task)
+    h.advance(REJOIN_SETTLE_S * 1.1)
+    assert [t.task_id for t in link.tasks()] == [busy.task_id, "claimed"]
+    assert task.worker_id == "w1" and task.state is TaskState.RUNNING
+
+
 def test_a_failed_id_is_refused_while_its_cancelled_run_is_still_on_the_worker() -> None:
     """Reusing a failed task's id is allowed, but not while its old run holds the id on a
     worker (it would collide there): 409 with Retry-After, then accepted once the worker

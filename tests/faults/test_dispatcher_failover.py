@@ -10,11 +10,12 @@ cannot answer is retried on a survivor with the same task id.
 
 What the run must show: **0 lost** (every synchronous call returns a completed answer, every
 asynchronous task is read as completed from a survivor), the tasks executed more than once
-(counted from the workers' own log lines, one per run, by task id; printed, and bounded by
-what was in flight on the killed dispatcher), and how long the survivors take over: until
-they have claimed every async task the victim held (read from the store), and until every
-task the kill caught is answered. The figures are printed as one `FAULT FIGURES` JSON line
-(tests/faults/cluster.py; `recovery_s` is [claimed, answered]).
+(counted from the workers' own log lines, one per run, by task id and worker; printed,
+bounded by what was in flight on the killed dispatcher, and never twice on one worker), and
+how long the survivors take over: until they have claimed every async task the victim held
+(read from the store), and until every task the kill caught is answered. The figures are
+printed as one `FAULT FIGURES` JSON line (tests/faults/cluster.py; `recovery_s` is
+[claimed, answered]).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import json
 import signal
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,17 +142,24 @@ def start_workers(processes: ProcessFactory, tmp: Path, ports: list[int]) -> lis
     return workers
 
 
-def executions(workers: list[ChildProcess]) -> Counter[str]:
-    """Runs per task id, from the workers' `task_finished` lines (hit or miss: it ran)."""
-    runs: Counter[str] = Counter()
-    for worker in workers:
+def executions(workers: list[ChildProcess]) -> dict[str, list[str]]:
+    """The workers that ran each task id, once per run, from their `task_finished` lines (hit
+    or miss: it ran)."""
+    runs: dict[str, list[str]] = {}
+    for n, worker in enumerate(workers):
         for line in worker.log().splitlines():
             if '"task_finished"' not in line:
                 continue
             record = json.loads(line)
             if record.get("event") == "task_finished" and record.get("outcome") in ("hit", "miss"):
-                runs[record["task_id"]] += 1
+                runs.setdefault(record["task_id"], []).append(f"w{n}")
     return runs
+
+
+def shared(workers: list[ChildProcess]) -> int:
+    """Arrivals of a task id that ran or ran here already, answered with that run's result
+    instead of a second run (the workers' `task_shared` lines, worker/runtime.py)."""
+    return sum(worker.log().count('"task_shared"') for worker in workers)
 
 
 def held_by(store_url: str, holder: str) -> list[str]:
@@ -299,7 +306,7 @@ def test_sigkill_of_one_of_three_dispatchers_loses_no_task(
     runs = executions(workers)
     every_id = {c.task_id for c in run.calls}
     never_ran = every_id - set(runs)
-    duplicates = {task_id: n for task_id, n in runs.items() if n > 1}
+    duplicates = {task_id: ran for task_id, ran in runs.items() if len(ran) > 1}
     # Caught by the kill: the async tasks the victim held unfinished (the survivors claim them
     # once its lease ends), and the sync calls it had not answered (retried on a survivor).
     caught_sync = [
@@ -330,7 +337,7 @@ def test_sigkill_of_one_of_three_dispatchers_loses_no_task(
         completed=sum(1 for c in run.calls if c.answer is not None),
         failed_with_error=len(failed),
         lost=len(failed) + len(not_completed) + len(never_ran),
-        duplicates_executed=sum(n - 1 for n in duplicates.values()),
+        duplicates_executed=sum(len(ran) - 1 for ran in duplicates.values()),
         redispatched=redispatched,
         faults_injected=1,
         recovery_s=[run.claimed_s, drained_s],
@@ -340,7 +347,8 @@ def test_sigkill_of_one_of_three_dispatchers_loses_no_task(
     print(
         f"caught by the kill: {len(orphans)} async tasks held by the victim, "
         f"{len(caught_sync)} sync calls in flight; all claimed after {run.claimed_s:.2f} s, "
-        f"all answered after {drained_s:.2f} s; duplicates by id: {duplicates}; sync calls "
+        f"all answered after {drained_s:.2f} s; re-sends answered without a second run: "
+        f"{shared(workers)}; duplicates (workers by id): {duplicates}; sync calls "
         f"sent after the kill: {len(after)}, latency p50 {after[len(after) // 2]:.3f} s, "
         f"max {after[-1]:.3f} s; "
         f"whole test {time.monotonic() - begun:.1f} s"
@@ -351,12 +359,16 @@ def test_sigkill_of_one_of_three_dispatchers_loses_no_task(
     assert not_completed == {}, list(not_completed.items())[:5]
     assert never_ran == set(), sorted(never_ran)[:5]
     assert all(c.answer is not None and c.answer.task_id == c.task_id for c in run.calls)
-    # A task runs twice only when the kill caught it running on a worker for the victim (a
-    # synchronous one is run again on its retry; an asynchronous one's result is in the
-    # worker's buffer for the dead link), or answered but not yet written to the store: at
-    # most every slot of every worker (8), and as many again for the writes (seen: 0-6).
-    assert figures.duplicates_executed <= 2 * WORKERS * SLOTS, duplicates
+    # A claimed task goes back to the worker that had it (which answers the re-send from its
+    # one run), so a second run is left to a sync retry whose first run was cut off before
+    # its answer reached the store and that lands on another worker: rare (seen: 0 in 10
+    # runs), so a small bound rather than 0.
+    assert figures.duplicates_executed <= 2, duplicates
     assert set(duplicates) <= caught, duplicates
+    # ...and never on the same worker twice: a worker answers a task id sent again with the
+    # result of its one run (in progress, recent, or waiting for the dead link), so a second
+    # run happens only where a survivor placed the task on another worker.
+    assert all(len(set(ran)) == len(ran) for ran in duplicates.values()), duplicates
     # The survivors claim the victim's tasks once its lease ends (plus a claim period, and
     # the load of this machine), and work off their queues with them.
     assert orphans and run.claimed_s < scaled(LEASE_S + 3), run.claimed_s
