@@ -203,6 +203,11 @@ class DemoArgs:
         env=("BENCHMARK_DEMO_DISPATCHER_PORT", "DISPATCHER_PORT"),
     )
     engine: Literal["triton", "onnxruntime"] = setting("triton", "engine of the workers")
+    dispatchers: int = setting(
+        1,
+        "dispatchers, active-active (more than 1: a throwaway PostgreSQL is their shared store,"
+        " and the second call goes through another dispatcher)",
+    )
     run_dir: Path | None = setting(
         None, "directory for logs and the model repository", shown_default="a new temporary one"
     )
@@ -482,6 +487,7 @@ def _cmd_demo(args: DemoArgs) -> int:
             ready_timeout_s=args.ready_timeout_s,
             worker_args=list(args.worker_args),
             dispatcher_port=args.dispatcher_port,
+            dispatchers=args.dispatchers,
         )
     )
 

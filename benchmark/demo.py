@@ -54,6 +54,7 @@ class DemoConfig:
     ready_timeout_s: float = 180.0
     worker_args: list[str] = field(default_factory=list)
     dispatcher_port: int = 0
+    dispatchers: int = 1
 
 
 def step(message: str) -> None:
@@ -120,6 +121,20 @@ def _curl_examples(base: str, label: str) -> str:
     )
 
 
+def _through_another_dispatcher(base: str, label: str, body: dict[str, Any]) -> Any:
+    """The second call through another dispatcher (active-active): it learns the upload at
+    its next catalogue sync with the uploader (seconds), then routes to the worker that
+    already holds the model, which the first dispatcher placed."""
+    with httpx.Client(base_url=base) as other:
+        deadline = time.monotonic() + 30.0
+        while other.get(f"/models/{label}").status_code != 200:
+            if time.monotonic() > deadline:
+                raise DemoError(f"dispatcher {base} did not learn the model {label!r} in 30 s")
+            time.sleep(0.2)
+        step(f"dispatcher {base} knows {label!r} too (catalogue sync); second call through it")
+        return _post(other, "/run-task", body, 120.0)
+
+
 def _demo_steps(cluster: LocalCluster, cfg: DemoConfig) -> None:
     base = cluster.base_url
     with httpx.Client(base_url=base) as client:
@@ -147,7 +162,11 @@ def _demo_steps(cluster: LocalCluster, cfg: DemoConfig) -> None:
         norms = check_embeddings(answer, len(TEXTS))
         step(f"answer in {elapsed:.2f}s (first call loads the model):\n{_short(answer)}")
         step(f"checked: {len(norms)} embeddings of {DIMENSION} floats, norms {norms}")
-        again = _post(client, "/run-task", {**body, "task_id": body["task_id"] + "-2"}, 120.0)
+        second = {**body, "task_id": body["task_id"] + "-2"}
+        if len(cluster.base_urls) > 1:
+            again = _through_another_dispatcher(cluster.base_urls[1], label, second)
+        else:
+            again = _post(client, "/run-task", second, 120.0)
         check_embeddings(again, len(TEXTS))
         step(
             f"second call: worker {again.get('worker_id')}, label miss {again.get('label_miss')}, "
@@ -214,7 +233,8 @@ def _run_demo(cfg: DemoConfig, run_dir: Path) -> int:
     repo = run_dir / "models"
     repo.mkdir(parents=True, exist_ok=True)
     step(f"run directory {run_dir} (logs, model repository)")
-    step(f"starting uploader, dispatcher and {cfg.workers} {cfg.engine} workers")
+    dispatchers = "dispatcher" if cfg.dispatchers == 1 else f"{cfg.dispatchers} dispatchers"
+    step(f"starting uploader, {dispatchers} and {cfg.workers} {cfg.engine} workers")
     cluster_cfg = ClusterConfig(
         run_dir=run_dir / "logs",
         workers=cfg.workers,
@@ -228,13 +248,16 @@ def _run_demo(cfg: DemoConfig, run_dir: Path) -> int:
         stop_timeout_s=30.0,
         worker_args=list(cfg.worker_args),
         dispatcher_port=cfg.dispatcher_port,
+        dispatchers=cfg.dispatchers,
     )
     cluster = LocalCluster(cluster_cfg)
     try:
         with cluster:
             passed = False
             try:
-                urls = f"dispatcher {cluster.base_url}, uploader {cluster.uploader_url}"
+                urls = (
+                    f"{dispatchers} {', '.join(cluster.base_urls)}, uploader {cluster.uploader_url}"
+                )
                 step(f"cluster ready: {urls}")
                 try:
                     _demo_steps(cluster, cfg)

@@ -2,8 +2,8 @@
 
 `create_app(config)` builds a fresh app; its lifespan creates the dispatcher (with its own
 metrics registry, so tests can run several side by side) and hands it to every request as
-lifespan state (`request.state.dispatcher`). Endpoints are listed in `dispatcher.openapi` and
-docs/architecture.md §2.
+lifespan state (`request.state.dispatcher`). Endpoints are listed in `dispatcher.operations` and
+docs/architecture.md §4.1.
 """
 
 from __future__ import annotations

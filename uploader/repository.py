@@ -10,9 +10,8 @@ one and smartrouting.json says which it is (`uploader/versions.py` publishes a n
 into an existing entry and rolls back).
 
 An entry is built in a hidden staging directory inside REPO (same filesystem, and always
-writable where REPO is) and appears with one `os.rename`. Replacing an entry swaps old and
-new in one `renameat2(RENAME_EXCHANGE)` where Linux allows (else renames the old one
-aside, then the new one in) and then deletes the old one. A per-model `fcntl.flock` on
+writable where REPO is) and appears with one `os.rename`; a new version of an existing entry
+is renamed into it as a new numbered folder (`uploader/versions.py`). A per-model `fcntl.flock` on
 `REPO/.locks/<model_name>.lock` keeps two uploads of one model, in one process or several,
 from interleaving. Names starting with '.' are the uploader's: Triton's explicit mode never
 loads them, but its repository index lists them, so readers (and `list_models`) skip them.
@@ -21,14 +20,11 @@ loads them, but its repository index lists them, so readers (and `list_models`) 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import fcntl
 import json
 import os
 import re
 import shutil
-import sys
 import uuid
 from collections.abc import Iterator
 from importlib import resources
@@ -250,58 +246,6 @@ def staging_dir(repository: Path, model_name: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def publish(staged: Path, repository: Path, model_name: str, overwrite: bool) -> bool:
-    """Move `staged` to `repository/model_name`; returns whether an old entry was replaced.
-
-    The caller holds `model_lock`. Without `overwrite`, an existing entry raises ModelExists
-    and is left untouched.
-    """
-    target = repository / model_name
-    if not target.exists():
-        _rename(staged, target)
-        return False
-    if not overwrite:
-        ensure_absent(repository, model_name)
-    if exchange(staged, target):  # one atomic step: readers never miss the entry
-        shutil.rmtree(staged, ignore_errors=True)
-        return True
-    retired = repository / f"{RETIRED_PREFIX}{model_name}-{uuid.uuid4().hex[:8]}"
-    _rename(target, retired)
-    try:
-        _rename(staged, target)
-    except ConversionError:
-        os.rename(retired, target)  # put the old entry back
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
-    return True
-
-
-_AT_FDCWD = -100
-_RENAME_EXCHANGE = 2
-
-
-def exchange(first: Path, second: Path) -> bool:
-    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE).
-
-    Returns False where the platform or filesystem cannot, so the caller falls back to
-    two renames; raises ConversionError for any other failure.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is None:
-        return False
-    result = renameat2(
-        _AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE
-    )
-    if result == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-        return False
-    raise ConversionError(f"cannot swap {first.name} and {second}: {os.strerror(code)}")
 
 
 def _rename(source: Path, target: Path) -> None:

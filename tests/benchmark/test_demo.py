@@ -19,8 +19,11 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.mark.timeout(420)
-def test_demo_uploads_embeds_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    """The demo uploads MiniLM, gets 384-dim unit vectors back, and stops cleanly on Ctrl-C."""
+@pytest.mark.parametrize("dispatchers", [1, 2])
+def test_demo_uploads_embeds_and_stops_on_ctrl_c(tmp_path: Path, dispatchers: int) -> None:
+    """The demo uploads MiniLM, gets 384-dim unit vectors back, and stops cleanly on Ctrl-C.
+    With two dispatchers (and a throwaway PostgreSQL) the second call goes through the other
+    one, which learnt the model from its catalogue sync and routes to the worker holding it."""
     out_path = tmp_path / "demo.out"
     with out_path.open("wb") as out_file:
         demo = subprocess.Popen(
@@ -32,6 +35,8 @@ def test_demo_uploads_embeds_and_stops_on_ctrl_c(tmp_path: Path) -> None:
                 "--run-dir",
                 str(tmp_path),
                 "--keep-running",
+                "--dispatchers",
+                str(dispatchers),
             ],
             cwd=ROOT,
             env=ENV,
@@ -55,6 +60,8 @@ def test_demo_uploads_embeds_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert "checked: 2 embeddings of 384 floats" in out
     assert '"label_miss": true' in out  # the first call really loaded the model
     assert "second call: worker" in out and "label miss False" in out
+    if dispatchers > 1:
+        assert "knows 'sentence-transformers--all-MiniLM-L6-v2' too (catalogue sync)" in out
     assert "curl -X POST" in out and "demo passed" in out
     # Ctrl-C stops the cluster and says so; a run directory it was given is kept.
     assert "SIGINT: stopping the cluster" in out and "cluster stopped" in out

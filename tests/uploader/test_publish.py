@@ -210,21 +210,6 @@ def test_leftovers_of_a_killed_upload_are_swept(tmp_path: Path, models_dir: Path
     assert _visible(repo) == sorted([*theirs, "acme--tiny"])
 
 
-def test_exchange_swaps_two_directories(tmp_path: Path) -> None:
-    """exchange() swaps atomically on Linux (or declines, and publish falls back)."""
-    first, second = tmp_path / "first", tmp_path / "second"
-    first.mkdir()
-    second.mkdir()
-    (first / "a").write_text("first")
-    (second / "a").write_text("second")
-    if entries.exchange(first, second):
-        assert (first / "a").read_text() == "second" and (second / "a").read_text() == "first"
-    else:  # pragma: no cover - non-Linux or old kernel
-        assert (first / "a").read_text() == "first"
-    with pytest.raises(ConversionError):
-        entries.exchange(tmp_path / "missing", second)
-
-
 def test_overwrite_never_hides_the_entry_from_readers(tmp_path: Path, models_dir: Path) -> None:
     """During repeated overwrites a reader always finds a complete entry."""
     repo = tmp_path / "repo"
