@@ -1,8 +1,12 @@
-"""The Python client: its retry decisions, both drivers, and exactly-once across a SIGKILL.
+"""The Python client: its retry decisions, both drivers, the model authors' calls, and
+exactly-once across a SIGKILL.
 
-The unit tests replace the network with `httpx.MockTransport`; the last test runs a real
-dispatcher process with `--state-db`, kills it (SIGKILL) while the client waits for a task, and
-restarts it: the client returns the task's result, and the worker ran the task once.
+The unit tests replace the network with `httpx.MockTransport`. The model authors' calls run
+against a real dispatcher (with API and admin keys) in front of the real uploader service
+building with a fast fake builder (the conversion itself is tested in tests/uploader). The
+last test runs a real dispatcher process with `--state-db`, kills it (SIGKILL) while the client
+waits for a task, and restarts it: the client returns the task's result, and the worker ran
+the task once.
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ import contextlib
 import json
 import signal
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from dispatcher.config import Config as DispatcherConfig
 from smartrouting.client import (
     APIError,
     AsyncClient,
@@ -26,9 +32,15 @@ from smartrouting.client import (
     ConnectionFailed,
     RetryPolicy,
     TaskTimeout,
+    UploadedModel,
+    UploadFailed,
+    UploadStatus,
 )
 from smartrouting.client.protocol import Attempts, Call, Reply
-from tests.support import ProcessFactory, free_port, scaled, wait_until
+from tests.dispatcher.conftest import start_dispatcher
+from tests.support import ProcessFactory, free_port, run_server, scaled, wait_until
+from tests.uploader.fixtures import fake_builder, write_fake_sentence_transformer
+from uploader.service import create_app
 from worker.config import Config as WorkerConfig
 from worker.engines.simulated import SimulatedEngine
 from worker.runtime import Worker
@@ -168,13 +180,13 @@ def test_embed_models_workers_and_errors() -> None:
     }  # fmt: skip
     handle, seen = scripted(
         (200, embedded, {}),
-        (200, {"object": "list", "data": [{"id": "m", "object": "model"}]}, {}),
+        (200, {"models": [{"name": "m", "version": "2", "loaded_on": ["w1"]}]}, {}),
         (200, {"workers": [worker]}, {}),
         (404, {"error": {"message": "gone", "type": "t", "param": None, "code": "nope"}}, {}),
     )
     with Client("http://d", api_key="k", transport=httpx.MockTransport(handle)) as client:
         vectors = client.embed(["hello"], model="m")
-        assert client.models() == ["m"]
+        assert [(m.name, m.version, m.loaded_on) for m in client.models()] == [("m", "2", ["w1"])]
         assert client.workers()[0].completed == 3
         with pytest.raises(APIError) as info:
             client.cancel("x")
@@ -182,6 +194,19 @@ def test_embed_models_workers_and_errors() -> None:
     assert json.loads(seen[0].content)["parameters"] == {"texts": ["hello"], "normalize": True}
     assert seen[0].headers["authorization"] == "Bearer k"
     assert (info.value.status, info.value.code) == (404, "nope")
+
+
+def test_an_unconfigured_uploader_is_not_retried() -> None:
+    """503 `uploader_not_configured` carries Retry-After, but only a new configuration ends
+    it: the client raises at once instead of spending its retry budget."""
+    handle, seen = scripted(
+        (503, {"error": "uploader_not_configured", "detail": "x"}, {"Retry-After": "0"}),
+    )
+    with Client("http://d", retry=FAST, transport=httpx.MockTransport(handle)) as client:
+        with pytest.raises(APIError) as info:
+            client.upload_model("acme/tiny")
+    assert (info.value.status, info.value.code, len(seen)) == (503, "uploader_not_configured", 1)
+    assert json.loads(seen[0].content) == {"model_id": "acme/tiny", "overwrite": False}
 
 
 async def test_async_client_submits_and_waits_through_a_shutdown() -> None:
@@ -210,6 +235,140 @@ async def test_async_client_submits_and_waits_through_a_shutdown() -> None:
     async with AsyncClient("http://d", transport=httpx.MockTransport(lambda r: queued)) as client:
         with pytest.raises(TaskTimeout):
             await client.result("t", timeout_s=0.001)
+
+
+# --- the model authors' calls against a real dispatcher and uploader --------------------------
+
+API_KEY, ADMIN_KEY = "caller-key", "admin-key"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A dispatcher (API and admin keys set) in front of an uploader with a fake builder."""
+
+    base_url: str
+    repository: Path
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp("authors")
+    for name in ("tiny", "small", "other"):
+        write_fake_sentence_transformer(root / "models" / "acme" / name)
+    app = create_app(root / "repo", local_roots=[root / "models"], builder=fake_builder())
+    with run_server(app) as uploader:
+        config = DispatcherConfig(
+            uploader_url=uploader.base_url,
+            api_keys=(API_KEY,),
+            admin_key=ADMIN_KEY,
+            worker_token="worker-token",
+        )
+        running = start_dispatcher(config)
+        try:
+            yield Deployment(running.base_url, root / "repo")
+        finally:
+            running.stop()
+
+
+def test_sync_client_uploads_waits_rolls_back_and_deletes(deployment: Deployment) -> None:
+    """Upload (sync) → version 1; upload with `wait=False` → an id, its phases, then
+    `wait_for_upload` → version 2; a failed upload raises the uploader's 409; the catalogue
+    shows the version; rollback → 1; delete → `model()` is a 404."""
+    label = "acme--tiny"
+    with Client(deployment.base_url, api_key=API_KEY, admin_key=ADMIN_KEY) as client:
+        first = client.upload_model("acme/tiny", max_batch_size=8)
+        assert isinstance(first, UploadedModel)
+        assert (first.model_name, first.version, first.max_batch_size) == (label, 1, 8)
+        assert first.content_hash.startswith("sha256:")
+
+        queued = client.upload_model("acme/tiny", overwrite=True, wait=False)
+        assert isinstance(queued, UploadStatus) and queued.upload_id
+        assert queued.state in ("queued", "running", "success")
+        second = client.wait_for_upload(queued.upload_id, timeout_s=scaled(30))
+        assert second.version == 2 and second.replaced
+        ended = client.upload_status(queued.upload_id, wait_s=1)
+        assert ended.finished and ended.state == "success"
+        assert [p.phase for p in ended.phases][0] == "queued"
+        assert ended.phases[-1].phase == "publish"
+        assert ended.result == second
+
+        refused = client.upload_model("acme/tiny", wait=False)
+        assert isinstance(refused, UploadStatus)
+        with pytest.raises(UploadFailed) as failed:
+            client.wait_for_upload(refused.upload_id, timeout_s=scaled(30))
+        assert (failed.value.status, failed.value.code) == (409, "model_exists")
+        assert failed.value.upload.state == "failed"
+
+        # The dispatcher publishes what the uploader published by itself (its watch).
+        wait_until(lambda: client.model(label).version == "2", scaled(10), "version 2")
+        assert label in [m.name for m in client.models()]
+        assert client.model(label).published
+
+        rolled = client.rollback_model(label)
+        assert (rolled.model_name, rolled.version, rolled.rolled_back_from) == (label, 1, 2)
+        assert rolled.content_hash == first.content_hash
+        with pytest.raises(APIError) as none_left:
+            client.rollback_model(label)
+        assert (none_left.value.status, none_left.value.code) == (409, "no_previous_version")
+
+        deleted = client.delete_model(label)
+        assert deleted.model_name == label and deleted.files_removed
+        assert sorted(deleted.versions_removed) == [1, 2]
+        assert not (deployment.repository / label).exists()
+        with pytest.raises(APIError) as gone:
+            client.model(label)
+        assert (gone.value.status, gone.value.code) == (404, "model_not_found")
+        with pytest.raises(APIError) as unknown:
+            client.upload_status("no-such-upload")
+        assert (unknown.value.status, unknown.value.code) == (404, "upload_not_found")
+
+
+async def test_async_client_uploads_in_the_background_and_deletes(
+    deployment: Deployment,
+) -> None:
+    """The asyncio front end: `wait=False`, `wait_for_upload`, `model`, `delete_model`."""
+    label = "acme--small"
+    async with AsyncClient(deployment.base_url, api_key=API_KEY, admin_key=ADMIN_KEY) as client:
+        queued = await client.upload_model("acme/small", wait=False)
+        assert isinstance(queued, UploadStatus)
+        published = await client.wait_for_upload(queued.upload_id, timeout_s=scaled(30))
+        assert (published.model_name, published.version) == (label, 1)
+
+        async def catalogued() -> str | None:  # the dispatcher's watch publishes it
+            while True:
+                with contextlib.suppress(APIError):
+                    if (version := (await client.model(label)).version) is not None:
+                        return version
+                await asyncio.sleep(0.02)
+
+        assert await asyncio.wait_for(catalogued(), scaled(10)) == "1"
+        assert (await client.delete_model(label)).model_name == label
+        with pytest.raises(APIError) as gone:
+            await client.model(label)
+        assert gone.value.status == 404
+
+
+def test_admin_calls_without_the_admin_key_are_refused(deployment: Deployment) -> None:
+    """With an admin key set: no key is a typed 401, a caller's API key a typed 403 on
+    uploads, their status, rollback and delete, while the catalogue stays readable."""
+    with Client(deployment.base_url) as anonymous:
+        with pytest.raises(APIError) as no_key:
+            anonymous.upload_model("acme/other")
+        assert (no_key.value.status, no_key.value.code) == (401, "unauthorized")
+    with Client(deployment.base_url, api_key=API_KEY) as caller:
+        refused = [
+            lambda: caller.upload_model("acme/other"),
+            lambda: caller.upload_model("acme/other", wait=False),
+            lambda: caller.upload_status("x"),
+            lambda: caller.rollback_model("acme--other"),
+            lambda: caller.delete_model("acme--other"),
+        ]
+        for call in refused:
+            with pytest.raises(APIError) as forbidden:
+                call()
+            assert (forbidden.value.status, forbidden.value.code) == (403, "forbidden")
+        assert isinstance(caller.models(), list)
+    assert not (deployment.repository / "acme--other").exists()
 
 
 # --- exactly once across a dispatcher SIGKILL -------------------------------------------------

@@ -8,6 +8,11 @@
         task_id = client.submit("embed_texts", "all-MiniLM-L6-v2", {"texts": ["x"]})
         print(client.result(task_id).result)
 
+    with Client("http://127.0.0.1:8080", admin_key="...") as admin:  # model authors
+        upload = admin.upload_model("BAAI/bge-small-en-v1.5", wait=False)
+        published = admin.wait_for_upload(upload.upload_id, timeout_s=900)
+        print(published.version, admin.model(published.model_name).loaded_on)
+
 Every task gets its id on the client, before the first send: a retry (429 or 503 after
 `Retry-After`, a connection error with backoff) sends the same id, and the dispatcher answers
 the task it already has instead of running it again. `run_task(..., durable=True)` goes
@@ -22,11 +27,18 @@ from smartrouting.client.models import (
     APIError,
     ClientError,
     ConnectionFailed,
+    DeletedModel,
     Embeddings,
+    ModelInfo,
+    RolledBack,
     TaskResult,
     TaskStatus,
     TaskTimeout,
     UploadedModel,
+    UploadFailed,
+    UploadPhase,
+    UploadStatus,
+    UploadTimeout,
     WorkerInfo,
 )
 from smartrouting.client.protocol import RetryPolicy
@@ -38,11 +50,18 @@ __all__ = [
     "Client",
     "ClientError",
     "ConnectionFailed",
+    "DeletedModel",
     "Embeddings",
+    "ModelInfo",
     "RetryPolicy",
+    "RolledBack",
     "TaskResult",
     "TaskStatus",
     "TaskTimeout",
+    "UploadFailed",
+    "UploadPhase",
+    "UploadStatus",
+    "UploadTimeout",
     "UploadedModel",
     "WorkerInfo",
 ]

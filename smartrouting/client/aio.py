@@ -8,16 +8,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Generator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import httpx
 
 from smartrouting.client import protocol
 from smartrouting.client.models import (
+    DeletedModel,
     Embeddings,
+    ModelInfo,
+    RolledBack,
     TaskResult,
     TaskStatus,
     UploadedModel,
+    UploadStatus,
     WorkerInfo,
 )
 from smartrouting.client.protocol import Attempts, BaseUrls, Call, Reply, RetryPolicy
@@ -35,6 +39,8 @@ class AsyncClient:
     `timeout_s` bounds connecting and each call that does not wait for a task;
     `task_timeout_s` is the deadline assumed for tasks sent without their own `timeout_s`
     (the dispatcher's default). `transport` replaces the network (tests).
+    `admin_key`: sent instead of `api_key` on the calls that need it (uploads, rollback,
+    delete) when the dispatcher has an admin key (docs/architecture.md §4.1).
     """
 
     def __init__(
@@ -42,6 +48,7 @@ class AsyncClient:
         base_url: str | Sequence[str],
         *,
         api_key: str | None = None,
+        admin_key: str | None = None,
         timeout_s: float = 30.0,
         task_timeout_s: float = 300.0,
         retry: RetryPolicy | None = None,
@@ -51,6 +58,9 @@ class AsyncClient:
         self.task_timeout_s = task_timeout_s
         self.retry = retry or RetryPolicy()
         self.base_urls = BaseUrls(base_url)
+        # The admin key replaces the API key on admin calls only: a caller's key keeps
+        # serving tasks, and the admin key is not sent where it is not needed.
+        self._admin_headers = headers_of(admin_key) if admin_key else None
         self._http = httpx.AsyncClient(headers=headers_of(api_key), transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
@@ -130,27 +140,85 @@ class AsyncClient:
 
     # -- models and workers --------------------------------------------------------------
 
+    @overload
     async def upload_model(
         self,
         model_id: str,
         *,
-        max_batch_size: int = 32,
-        overwrite: bool = False,
-        model_name: str | None = None,
-    ) -> UploadedModel:
-        """Convert and publish a SentenceTransformer (needs the admin key when one is set)."""
-        body: dict[str, Any] = {
-            "model_id": model_id,
-            "max_batch_size": max_batch_size,
-            "overwrite": overwrite,
-        }
-        if model_name is not None:
-            body["model_name"] = model_name
-        return await self._drive(protocol.upload_model(body))
+        overwrite: bool = ...,
+        max_batch_size: int | None = ...,
+        model_name: str | None = ...,
+        wait: Literal[True] = ...,
+        timeout_s: float = ...,
+    ) -> UploadedModel: ...
 
-    async def models(self) -> list[str]:
-        """The labels the dispatcher knows (`GET /v1/models`)."""
+    @overload
+    async def upload_model(
+        self,
+        model_id: str,
+        *,
+        overwrite: bool = ...,
+        max_batch_size: int | None = ...,
+        model_name: str | None = ...,
+        wait: Literal[False],
+        timeout_s: float = ...,
+    ) -> UploadStatus: ...
+
+    async def upload_model(
+        self,
+        model_id: str,
+        *,
+        overwrite: bool = False,
+        max_batch_size: int | None = None,
+        model_name: str | None = None,
+        wait: bool = True,
+        timeout_s: float = protocol.UPLOAD_TIMEOUT_S,
+    ) -> UploadedModel | UploadStatus:
+        """Convert and publish a SentenceTransformer (the admin key when one is set).
+
+        `wait=True`: one `POST /upload-model` answered once the model is published (at most
+        `timeout_s`); its `UploadedModel` (version, content hash). `wait=False`: sent with
+        `"async": true`, answered at once with the queued upload's `UploadStatus`; pass its
+        `upload_id` to `upload_status` or `wait_for_upload`. Left out, `max_batch_size` and
+        `model_name` take the uploader's defaults (32; the label derived from the id).
+        """
+        body = protocol.upload_body(
+            model_id, overwrite=overwrite, max_batch_size=max_batch_size, model_name=model_name
+        )
+        if wait:
+            return await self._drive(protocol.upload_model(body, timeout_s))
+        return await self._drive(protocol.start_upload(body))
+
+    async def upload_status(self, upload_id: str, wait_s: float | None = None) -> UploadStatus:
+        """An asynchronous upload's state and phases, waiting up to `wait_s` (at most 60) for
+        an unfinished one to end."""
+        return await self._drive(protocol.upload_status(upload_id, wait_s or 0.0))
+
+    async def wait_for_upload(
+        self, upload_id: str, timeout_s: float = protocol.UPLOAD_TIMEOUT_S
+    ) -> UploadedModel:
+        """Wait for an asynchronous upload to end: its publish result; `UploadFailed` (an
+        `APIError` with the uploader's status, code and detail) when it failed,
+        `UploadTimeout` after `timeout_s`."""
+        return await self._drive(protocol.wait_for_upload(upload_id, timeout_s, time.monotonic))
+
+    async def models(self) -> list[ModelInfo]:
+        """The model catalogue (`GET /models`): versions, holders and learned costs."""
         return await self._drive(protocol.models())
+
+    async def model(self, name: str) -> ModelInfo:
+        """One model of the catalogue; `APIError` 404 `model_not_found` when unknown."""
+        return await self._drive(protocol.model(name))
+
+    async def rollback_model(self, name: str) -> RolledBack:
+        """Make the previous version of a model current (the admin key when one is set);
+        409 `no_previous_version` when none is left."""
+        return await self._drive(protocol.rollback_model(name))
+
+    async def delete_model(self, name: str) -> DeletedModel:
+        """Unload a model everywhere and remove it (the admin key when one is set); tasks for
+        it are answered 410 while it runs, 404 afterwards."""
+        return await self._drive(protocol.delete_model(name))
 
     async def workers(self) -> list[WorkerInfo]:
         """The connected workers with their labels and counters."""
@@ -178,6 +246,7 @@ class AsyncClient:
                     self.base_urls.url(call.path),
                     json=call.json,
                     params=call.params,
+                    headers=self._admin_headers if call.admin else None,
                     timeout=http_timeout(self.timeout_s, call),
                 )
             except httpx.TransportError as exc:

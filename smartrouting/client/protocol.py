@@ -9,11 +9,17 @@ retried task keeps its task id, so the dispatcher answers the task it already ha
 or completed and kept) instead of running it again (docs/architecture.md §3.3). `BaseUrls`
 holds several dispatchers of one deployment (sharing a task store, §3.5.1): after a connection
 error or a 503 the retry goes to the next one, with the same task id.
+
+The model authors' calls (upload, its asynchronous status, the catalogue, rollback, delete:
+docs/interfaces.md §3) are flows too; those that change the repository are marked `admin`, so
+the driver sends the admin key on them (docs/architecture.md §4.1), and are not sent again
+after a connection error that may have reached the dispatcher.
 """
 
 from __future__ import annotations
 
 import random
+import urllib.parse
 import uuid
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,16 +28,25 @@ from typing import Any
 from smartrouting.client.models import (
     APIError,
     ConnectionFailed,
+    DeletedModel,
     Embeddings,
+    ModelInfo,
+    RolledBack,
     TaskResult,
     TaskStatus,
     TaskTimeout,
     UploadedModel,
+    UploadFailed,
+    UploadStatus,
+    UploadTimeout,
     WorkerInfo,
 )
 
 #: Statuses retried after `Retry-After` (queue full, caller busy; shutting down, no workers).
 RETRY_STATUSES = frozenset({429, 503})
+#: Error codes never retried whatever their status: a 503 that only a new configuration
+#: ends (retrying it would only spend the budget).
+PERMANENT_CODES = frozenset({"uploader_not_configured"})
 #: Statuses after which the retry goes to the next dispatcher (this one is going away or has
 #: no workers); a 429 stays: the limit it reports is the caller's own.
 FAILOVER_STATUSES = frozenset({503})
@@ -42,12 +57,18 @@ RESUMED_CODES = frozenset({"shutting_down"})
 MAX_WAIT_S = 60.0
 #: Added to a task's deadline for the HTTP read timeout of a call that waits for it.
 READ_MARGIN_S = 10.0
+#: Read timeout of a synchronous upload, and the default wait for an asynchronous one: a
+#: conversion of a large model takes minutes.
+UPLOAD_TIMEOUT_S = 900.0
+#: Read timeout of a model delete: it waits for the tasks running on the model to finish.
+DELETE_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
 class Call:
     """One HTTP request a flow needs. `idempotent`: safe to send again after a connection
-    error that may have reached the server (a task call with its id is)."""
+    error that may have reached the server (a task call with its id is). `admin`: a call
+    that needs the admin key when the dispatcher has one (uploads, rollback, delete)."""
 
     method: str
     path: str
@@ -56,6 +77,7 @@ class Call:
     read_timeout_s: float | None = None
     delay_s: float = 0.0
     idempotent: bool = True
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,17 +247,105 @@ def cancel(task_id: str) -> Generator[Call, Reply, TaskStatus]:
     return TaskStatus.from_json(reply.body)
 
 
-def upload_model(body: dict[str, Any]) -> Generator[Call, Reply, UploadedModel]:
-    """`POST /upload-model`: not idempotent (a second upload is 409), so a connection error
-    that may have reached the uploader is not retried."""
-    reply = yield Call("POST", "/upload-model", body, read_timeout_s=900.0, idempotent=False)
-    return UploadedModel.from_json(reply.body)
+def upload_body(
+    model_id: str,
+    *,
+    overwrite: bool = False,
+    max_batch_size: int | None = None,
+    model_name: str | None = None,
+    background: bool = False,
+) -> dict[str, Any]:
+    """A `/upload-model` body; what is left out takes the uploader's default."""
+    body: dict[str, Any] = {"model_id": model_id, "overwrite": overwrite}
+    if max_batch_size is not None:
+        body["max_batch_size"] = max_batch_size
+    if model_name is not None:
+        body["model_name"] = model_name
+    if background:
+        body["async"] = True
+    return body
 
 
-def models() -> Generator[Call, Reply, list[str]]:
-    """`GET /v1/models`: the labels the dispatcher knows."""
-    reply = yield Call("GET", "/v1/models")
-    return [str(card["id"]) for card in reply.body.get("data", [])]
+def upload_model(
+    body: dict[str, Any], read_timeout_s: float = UPLOAD_TIMEOUT_S
+) -> Generator[Call, Reply, UploadedModel]:
+    """`POST /upload-model`, waiting for the publish: not idempotent (a second upload is
+    409), so a connection error that may have reached the uploader is not retried."""
+    call = Call(
+        "POST", "/upload-model", body, read_timeout_s=read_timeout_s, idempotent=False, admin=True
+    )
+    return UploadedModel.from_json((yield call).body)
+
+
+def start_upload(body: dict[str, Any]) -> Generator[Call, Reply, UploadStatus]:
+    """`POST /upload-model` with `"async": true`: the queued upload (202), with its id."""
+    call = Call("POST", "/upload-model", {**body, "async": True}, idempotent=False, admin=True)
+    return UploadStatus.from_json((yield call).body)
+
+
+def _upload_path(upload_id: str) -> str:
+    return f"/uploads/{urllib.parse.quote(upload_id, safe='')}"
+
+
+def upload_status(upload_id: str, wait_s: float = 0.0) -> Generator[Call, Reply, UploadStatus]:
+    """`GET /uploads/{id}`, waiting up to `wait_s` (at most 60) for an unfinished one to end."""
+    params = {"wait_s": min(wait_s, MAX_WAIT_S)} if wait_s > 0 else None
+    read = (params["wait_s"] if params else 0.0) + READ_MARGIN_S
+    call = Call("GET", _upload_path(upload_id), params=params, read_timeout_s=read, admin=True)
+    return UploadStatus.from_json((yield call).body)
+
+
+def wait_for_upload(
+    upload_id: str, timeout_s: float, clock: Any
+) -> Generator[Call, Reply, UploadedModel]:
+    """Long-poll an asynchronous upload until it ends: its publish result on success,
+    `UploadFailed` (the uploader's error) on failure, `UploadTimeout` after `timeout_s`."""
+    deadline = clock() + timeout_s
+    while True:
+        left = deadline - clock()
+        if left <= 0:
+            raise UploadTimeout(f"upload {upload_id} did not end within {timeout_s:g}s")
+        state = yield from upload_status(upload_id, round(min(left, MAX_WAIT_S), 3))
+        if state.state == "success" and state.result is not None:
+            return state.result
+        if state.state == "failed":
+            raise UploadFailed(state)
+
+
+def _model_path(name: str) -> str:
+    return f"/models/{urllib.parse.quote(name, safe='')}"
+
+
+def models() -> Generator[Call, Reply, list[ModelInfo]]:
+    """`GET /models`: the catalogue (every model a worker declared or the uploader published)."""
+    reply = yield Call("GET", "/models")
+    return [ModelInfo.from_json(entry) for entry in reply.body.get("models", [])]
+
+
+def model(name: str) -> Generator[Call, Reply, ModelInfo]:
+    """`GET /models/{name}`: one model of the catalogue (404 `model_not_found`)."""
+    reply = yield Call("GET", _model_path(name))
+    return ModelInfo.from_json(reply.body)
+
+
+def rollback_model(name: str) -> Generator[Call, Reply, RolledBack]:
+    """`POST /models/{name}/rollback`: not sent again after a connection error that may have
+    reached the dispatcher (a second rollback would go back one more version)."""
+    call = Call("POST", _model_path(name) + "/rollback", idempotent=False, admin=True)
+    return RolledBack.from_json((yield call).body)
+
+
+def delete_model(name: str) -> Generator[Call, Reply, DeletedModel]:
+    """`DELETE /models/{name}`: waits for the tasks running on the model; not sent again after
+    a connection error that may have reached the dispatcher (the retry would answer 404)."""
+    call = Call(
+        "DELETE",
+        _model_path(name),
+        read_timeout_s=DELETE_TIMEOUT_S,
+        idempotent=False,
+        admin=True,
+    )
+    return DeletedModel.from_json((yield call).body)
 
 
 def workers() -> Generator[Call, Reply, list[WorkerInfo]]:
@@ -285,7 +395,7 @@ class Attempts:
         if 200 <= status < 300:
             return Reply(status, body)
         error = error_of(status, body, retry_after)
-        if not retryable(status):
+        if not retryable(status) or error.code in PERMANENT_CODES:
             raise error
         wait = self.policy.delay(self.count, status, retry_after)
         if not self._allowed(wait):

@@ -41,7 +41,9 @@ class RunningDispatcher:
     @property
     def core(self) -> Any:
         """The dispatcher's sans-I/O `Core` (registry, queue, running tasks)."""
-        return self.server.dispatcher.core
+        dispatcher = self.server.dispatcher
+        assert dispatcher is not None, "the dispatcher has not started"
+        return dispatcher.core
 
     def stop(self, timeout: float = 20.0) -> None:
         self.server.stop()
