@@ -77,6 +77,11 @@ class Config:
         "(a Kubernetes headless Service), re-resolved every --discovery-interval-s",
     )
     discovery_interval_s: float = setting(10.0, "dns discovery: seconds between resolutions")
+    occupancy_hold_ms: float = setting(
+        5.0,
+        "several dispatchers: tell the others of a freed slot this long after the task's own "
+        "dispatcher (which refills it first, if it did so in time before), ms; 0: at once",
+    )
     worker_id: str = setting(
         "",
         "id of this worker, unique in the cluster",
@@ -172,6 +177,8 @@ class Config:
             raise ConfigError("at least one dispatcher_url is required")
         if self.dispatcher_discovery not in ("static", "dns"):
             raise ConfigError(f"unknown dispatcher discovery {self.dispatcher_discovery!r}")
+        if not self.occupancy_hold_ms >= 0:
+            raise ConfigError(f"occupancy_hold_ms must be >= 0, got {self.occupancy_hold_ms}")
         if not self.discovery_interval_s > 0:
             raise ConfigError(f"discovery_interval_s must be > 0, got {self.discovery_interval_s}")
         if self.http_port is not None and not 0 <= self.http_port <= 65535:

@@ -4,7 +4,9 @@ The worker links to every dispatcher it is given (or discovers) and is the singl
 slots (docs/architecture.md §6.6): a task's result goes back on the link it came from; a task
 arriving with every slot taken is answered BUSY at once (not run, no attempt); each start and
 end of a task is reported (`Occupancy`) to the other dispatchers, so each sees the load the
-others place. A task id that arrives again (a survivor re-sending a dead dispatcher's task, a
+others place: a slot taken at once, a slot freed after `--occupancy-hold-ms`, so that the
+task's own dispatcher can refill it before the others race for it (worker/occupancy.py).
+A task id that arrives again (a survivor re-sending a dead dispatcher's task, a
 caller retrying through another dispatcher) is never run twice here: while it runs, the new
 link joins it and gets the same result; once it has finished, its result is answered at once
 from the recent results (worker/results.py) or from a down link's outbox.
@@ -29,7 +31,8 @@ import json
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from proto import smartrouting_pb2 as pb
@@ -49,6 +52,7 @@ from worker.errors import (
 )
 from worker.models import LoadOutcome, ModelManager
 from worker.observability import WorkerObservability
+from worker.occupancy import RefillHistory, SlotView, announce
 from worker.probes import serving_probes
 from worker.repository import ModelRepository
 from worker.results import RecentResults, answer_for, worth_remembering
@@ -140,6 +144,12 @@ class Worker:
     #: Set when a link cannot run at all (an invalid URL): the worker stops with exit code 1.
     _link_failed: asyncio.Event = field(default_factory=asyncio.Event)
     _link_error: BaseException | None = None
+    #: Runs a callback after a delay (s): the loop's call_later unless a test injects its own.
+    schedule: Callable[[float, Callable[[], None]], object] | None = None
+    #: Per link URL: the state that dispatcher was last told (Hello, Occupancy, LabelsChanged).
+    _told: dict[str, SlotView] = field(default_factory=dict)
+    #: A freed slot is held back from some link: the flush that will tell it is scheduled.
+    _flush_scheduled: bool = False
 
     def __post_init__(self) -> None:
         self.engine = self.engine or build_engine(self.config)
@@ -152,6 +162,8 @@ class Worker:
             max_texts=self.config.max_texts, max_text_chars=self.config.max_text_chars
         )
         self._slots = asyncio.Semaphore(self.config.slots)
+        #: Which dispatchers refill their freed slots in time: only theirs are held back.
+        self.refills = RefillHistory(self.config.occupancy_hold_ms / 1000.0)
         #: Successful results of the last minutes, for a task id sent again.
         self.recent = RecentResults()
         self.discovery: DispatcherDiscovery | None = None
@@ -211,6 +223,8 @@ class Worker:
         for url in removed:
             link = self.links.pop(url, None)
             job = self._link_jobs.pop(url, None)
+            self._told.pop(url, None)
+            self.refills.forget(url)
             if link is not None:
                 # Gone from DNS: its pod is gone too, and results still queued for it with it.
                 self._spawn(self._close_link(link, job), f"close-link-{url}")
@@ -228,6 +242,9 @@ class Worker:
         """The Hello for a (re)connection: capacity, slots, engine, what is loaded, costs, and
         the slots taken by tasks of dispatchers other than the one at `link_url`."""
         assert self.engine is not None
+        elsewhere = self._slots_in_use_elsewhere().get(link_url or "", 0)
+        if link_url is not None:  # what that dispatcher now knows: the base of later reports
+            self._told[link_url] = SlotView(elsewhere, frozenset(self.models.cache.ready))
         costs = {
             label: pb.LabelCost(load_ms=c.load_ms, run_ms=c.run_ms)
             for label, c in self.models.cache.costs.items()
@@ -246,7 +263,7 @@ class Worker:
             # or any label (simulated).
             servable=[] if self.engine.serves_any_label else self.engine.available_labels(),
             servable_only=not self.engine.serves_any_label,
-            slots_in_use_elsewhere=self._slots_in_use_elsewhere().get(link_url or "", 0),
+            slots_in_use_elsewhere=elsewhere,
         )
 
     def _slots_in_use_elsewhere(self) -> dict[str, int]:
@@ -258,39 +275,91 @@ class Worker:
         total = len(self._pending)
         return {url: total - mine.get(url, 0) for url in self.links}
 
-    def _occupancy_changed(self, source: DispatcherConnection) -> None:
-        """A task of `source` started or ended: tell every other open link. `source` learns
-        from its own Task and TaskResult; a link that is down gets the state in its next
-        Hello, so nothing piles up in its outbox."""
+    def _slot_views(self) -> dict[str, SlotView]:
+        """Per link URL: the state that dispatcher should see now (O(slots + capacity))."""
+        cache = self.models.cache
+        loaded, loading = frozenset(cache.ready), frozenset(cache.labels(ModelState.LOADING))
+        return {
+            url: SlotView(elsewhere, loaded, loading)
+            for url, elsewhere in self._slots_in_use_elsewhere().items()
+        }
+
+    def _occupancy_changed(
+        self, source: DispatcherConnection | None, *, freed: bool = False
+    ) -> None:
+        """A task of `source` started or ended (`freed`), or (None) the hold on freed slots
+        ended: tell every other open link what changed for it (worker/occupancy.py: a slot
+        taken at once, a slot freed after the hold if `source` refills in time). `source`
+        learns from its own Task and TaskResult; a link that is down gets the state in its
+        next Hello, so nothing piles up in its outbox."""
         if len(self.links) < 2:
             return
-        cache = self.models.cache
-        elsewhere = self._slots_in_use_elsewhere()
-        loaded, loading = cache.ready, cache.labels(ModelState.LOADING)
-        for url, link in self.links.items():
-            if link is source or link.state is not ConnectionState.OPEN:
+        now = time.monotonic()
+        if source is None:
+            holding = False
+        elif freed:
+            holding = self.refills.freed(source.url, now)
+        else:
+            self.refills.taken(source.url, now)
+            holding = self.config.occupancy_hold_ms > 0  # frees held so far stay held
+        owed = False
+        for url, current in self._slot_views().items():
+            link = self.links[url]
+            told = self._told.get(url)
+            if link is source:
+                if told is not None:  # its TaskResult carries the labels; its count is unchanged
+                    self._told[url] = replace(
+                        current, slots_in_use_elsewhere=told.slots_in_use_elsewhere
+                    )
                 continue
-            occupancy = pb.Occupancy(
-                slots_in_use=len(self._pending),
-                slots_in_use_elsewhere=elsewhere[url],
-                slots=self.config.slots,
-                labels_loaded=loaded,
-                labels_loading=loading,
-            )
-            link.send(pb.WorkerMessage(occupancy=occupancy))
+            if link.state is not ConnectionState.OPEN:
+                continue
+            decision = announce(current, told, holding=holding)
+            owed = owed or decision.hold
+            if decision.send is not None:
+                self._told[url] = decision.send
+                link.send(pb.WorkerMessage(occupancy=self._occupancy(decision.send, current)))
+        if owed and not self._flush_scheduled:
+            self._flush_scheduled = True
+            schedule = self.schedule or asyncio.get_running_loop().call_later
+            schedule(self.config.occupancy_hold_ms / 1000.0, self._hold_ended)
+
+    def _hold_ended(self) -> None:
+        """The hold on freed slots is over: each link still told of more slots taken than there
+        are gets the current state (nothing, when the slots were refilled meanwhile)."""
+        self._flush_scheduled = False
+        if self.state is WorkerState.RUNNING:
+            self._occupancy_changed(None)
+
+    def _occupancy(self, view: SlotView, current: SlotView) -> pb.Occupancy:
+        # A held view shows more slots taken elsewhere than now: the total follows it.
+        held = view.slots_in_use_elsewhere - current.slots_in_use_elsewhere
+        return pb.Occupancy(
+            slots_in_use=len(self._pending) + held,
+            slots_in_use_elsewhere=view.slots_in_use_elsewhere,
+            slots=self.config.slots,
+            labels_loaded=sorted(view.labels_loaded),
+            labels_loading=sorted(view.labels_loading),
+        )
 
     def _labels_changed(self, reason: str) -> None:
         cache = self.models.cache
+        loaded, loading = cache.ready, cache.labels(ModelState.LOADING)
         message = pb.WorkerMessage(
             labels_changed=pb.LabelsChanged(
-                labels_loaded=cache.ready,
-                labels_loading=cache.labels(ModelState.LOADING),
+                labels_loaded=loaded,
+                labels_loading=loading,
                 labels_unloading=cache.labels(ModelState.UNLOADING),
                 reason=reason,
             )
         )
-        for link in self.links.values():  # every dispatcher routes on what this worker holds
+        for url, link in self.links.items():  # every dispatcher routes on what this worker holds
             link.send(message)
+            told = self._told.get(url)
+            if told is not None:
+                self._told[url] = replace(
+                    told, labels_loaded=frozenset(loaded), labels_loading=frozenset(loading)
+                )
 
     # -- messages in ---------------------------------------------------------
 
@@ -377,7 +446,7 @@ class Worker:
         pending.job.cancel()
         self._pending.pop(cancel.task_id, None)
         link.send_result(self._error_result(pending.task, reason))
-        self._occupancy_changed(link)
+        self._occupancy_changed(link, freed=True)
 
     def _accept(self, link: DispatcherConnection, task: pb.Task) -> None:
         if self.state is not WorkerState.RUNNING or link.drained:
@@ -488,7 +557,7 @@ class Worker:
         self.recent.remember(result)
         for link, sent in pending.recipients():
             link.send_result(answer_for(sent, result))
-        self._occupancy_changed(pending.link)
+        self._occupancy_changed(pending.link, freed=True)
 
     async def _execute(self, task: pb.Task) -> pb.TaskResult:
         assert self.engine is not None
