@@ -731,18 +731,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 {"field": "max_batch_size", "message": "Expected `int` <= 1024"},
             ),
             Answer("4XX", "Another refusal of the uploader, passed through."),
-            error(
-                "502",
-                "The uploader did not answer.",
-                "uploader_unreachable",
-                "uploader at http://uploader:8000: ConnectError",
-            ),
-            error(
-                "503",
-                "No uploader is configured.",
-                "uploader_not_configured",
-                "no uploader configured",
-            ),
+            *_UPLOADER_DOWN,
         ),
         UploadModelRequest,
         {
