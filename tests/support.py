@@ -33,6 +33,7 @@ __all__ = [
     "run_async",
     "run_server",
     "scaled",
+    "until",
     "wait_for_http",
     "wait_until",
 ]
@@ -59,6 +60,19 @@ def wait_until(
             return
         time.sleep(interval)
     raise TimeoutError(f"timed out after {scaled(timeout):.1f}s waiting for {what}")
+
+
+async def until(
+    predicate: Callable[[], object], what: str, timeout: float = 10.0, interval: float = 0.01
+) -> None:
+    """Poll an in-process condition, yielding to the running loop between checks; fail with
+    `what` after `timeout` (scaled) seconds. For state that changes without an event to await
+    (a registry, a worker's counters)."""
+    deadline = time.monotonic() + scaled(timeout)
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {scaled(timeout):.1f}s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 def wait_for_http(url: str, timeout: float = 30.0) -> None:

@@ -13,14 +13,14 @@ import asyncio
 import contextlib
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import run_server, scaled
+from tests.support import run_server, scaled, until
 from tests.uploader.fixtures import MINILM_NAME, minilm_repository, write_fake_sentence_transformer
 from uploader import repository as entries
 from uploader.convert import BuildReport, Progress
@@ -81,14 +81,6 @@ async def onnx_worker(urls: list[str], repository: Path) -> AsyncIterator[Worker
         assert await asyncio.wait_for(job, scaled(30)) == 0
 
 
-async def _until(predicate: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + scaled(timeout)
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 def _embed() -> dict[str, Any]:
     return {"task_type": "embed_texts", "label": LABEL, "parameters": {"texts": ["hello"]}}
 
@@ -103,7 +95,7 @@ async def test_a_real_worker_loads_a_version_published_elsewhere_once(
         first = await http.post(f"{a.base_url}/upload-model", json={"model_id": "acme/tiny"})
         assert first.status_code == 200, first.text
         async with onnx_worker([a.ws_url, b.ws_url], repository) as worker:
-            await _until(
+            await until(
                 lambda: all(d.core.registry.workers.get("w1") for d in (a, b)), "both links"
             )
             v1 = await http.post(f"{b.base_url}/run-task", json=_embed())
@@ -118,16 +110,14 @@ async def test_a_real_worker_loads_a_version_published_elsewhere_once(
                 await real_reload(label)
 
             worker.engine.reload = counting_reload  # type: ignore[method-assign]
-            await _until(
-                lambda: "w1" in b.core.registry.holders(LABEL), "B to see the label loaded"
-            )
+            await until(lambda: "w1" in b.core.registry.holders(LABEL), "B to see the label loaded")
 
             body = {"model_id": "acme/tiny", "overwrite": True}
             second = await http.post(f"{a.base_url}/upload-model", json=body)
             assert second.status_code == 200 and second.json()["version"] == 2
             assert worker.engine is not None
             engine = worker.engine
-            await _until(lambda: engine.model_version(LABEL) == "2", "the worker on v2")
+            await until(lambda: engine.model_version(LABEL) == "2", "the worker on v2")
 
             async def b_version() -> Any:
                 detail = (await http.get(f"{b.base_url}/labels", params={"detail": "true"})).json()

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.support import free_port, run_server, scaled
+from tests.support import free_port, run_server, scaled, until
 from tests.uploader.fixtures import fake_builder, write_fake_sentence_transformer
 from uploader.convert import BuildReport, Progress
 from uploader.service import create_app
@@ -75,17 +75,6 @@ def _task(label: str = LABEL) -> dict[str, Any]:
     return {"task_type": "sample_task", "label": label, "parameters": {}}
 
 
-async def _until(predicate: Any, what: str, timeout: float = 10.0) -> None:
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.01)
-
-    try:
-        await asyncio.wait_for(poll(), scaled(timeout))
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-
-
 async def test_async_upload_phases_and_versions_in_labels(
     dispatcher_factory, workers, uploader: Uploader
 ) -> None:
@@ -134,7 +123,7 @@ async def test_async_upload_phases_and_versions_in_labels(
         assert last["state"] == "success" and last["result"]["version"] == 3
 
         # The dispatcher's own watch published both: the holder was told each version.
-        await _until(lambda: [r.version for r in holder.reloads][-1:] == ["3"], "reload v3")
+        await until(lambda: [r.version for r in holder.reloads][-1:] == ["3"], "reload v3")
         detail = (await c.get("/labels", params={"detail": "true"})).json()
         assert detail[LABEL]["workers"] == ["w1"]
         assert detail[LABEL]["version"] == "3"
@@ -195,7 +184,7 @@ async def test_delete_drains_unloads_removes_and_forgets(
         running = await c.post("/tasks", json=_task())
         await holder.wait_for_tasks(1)
         deleting = asyncio.create_task(c.delete(f"/models/{LABEL}"))
-        await _until(lambda: len(holder.unloads) == 1, "Unload frame")
+        await until(lambda: len(holder.unloads) == 1, "Unload frame")
         refused = await c.post("/run-task", json=_task())
         assert refused.status_code == 410 and refused.json()["error"] == "model_deleted"
         assert not deleting.done()  # waits for the running task to finish and the unload

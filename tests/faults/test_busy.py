@@ -18,8 +18,8 @@ import pytest
 from dispatcher.config import Config as DispatcherConfig
 from dispatcher.registry import WorkerState
 from tests.dispatcher.conftest import RunningDispatcher, start_dispatcher
-from tests.support import scaled
-from tests.worker.test_multi_dispatcher import registered, running_worker, task, until
+from tests.support import scaled, until
+from tests.worker.test_multi_dispatcher import registered, running_worker, task
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from dispatcher.config import Config as DispatcherConfig
 from proto import smartrouting_pb2 as pb
 from tests.dispatcher.conftest import RunningDispatcher, start_dispatcher
-from tests.support import scaled
+from tests.support import scaled, until
 from tests.worker.peer import ProtocolPeer, protocol_peer
 from tests.worker.test_slots import GatedEngine
 from worker.config import Config
@@ -73,15 +72,6 @@ async def two_peers(
             await a.session(0)
             await b.session(0)
             yield a, b, worker, engine
-
-
-async def until(predicate: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    """Poll an in-process condition (yielding to the loop), failing after `timeout`."""
-    deadline = time.monotonic() + scaled(timeout)
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def resend(peer: ProtocolPeer, task_id: str, label: str, attempt: int) -> None:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 from dispatcher.config import Config as DispatcherConfig
 from dispatcher.server import DispatcherServer
 from tests.dispatcher.conftest import RunningDispatcher, start_dispatcher
-from tests.support import scaled, wait_until
+from tests.support import scaled, until, wait_until
 from worker.config import Config
 from worker.connection import ConnectionState
 from worker.runtime import Worker
@@ -66,15 +65,6 @@ async def running_worker(
     finally:
         worker.request_stop()
         assert await asyncio.wait_for(job, scaled(30)) == 0
-
-
-async def until(predicate: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    """Poll an in-process condition (yielding to the loop), failing after `timeout`."""
-    deadline = time.monotonic() + scaled(timeout)
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def registered(running: RunningDispatcher, worker_id: str) -> Any:

@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from proto import smartrouting_pb2 as pb
-from tests.support import scaled
+from tests.support import scaled, until
 from tests.worker.peer import ProtocolPeer, protocol_peer
-from tests.worker.test_multi_dispatcher import until
 from worker.config import Config, parse_config
 from worker.occupancy import Announcement, RefillHistory, SlotView, announce
 from worker.runtime import Worker

@@ -12,11 +12,9 @@ import json
 import time
 from collections.abc import AsyncIterator
 
-import pytest
-
 from proto import smartrouting_pb2 as pb
 from proto.frames import POLICY_VIOLATION_CLOSE_CODE, PROTOCOL_VERSION
-from tests.support import scaled
+from tests.support import scaled, until
 from tests.worker.peer import ProtocolPeer, protocol_peer
 from worker.config import Config
 from worker.runtime import Worker, WorkerState
@@ -175,7 +173,7 @@ async def test_stop_during_a_task_finishes_it_and_hands_back_the_queued_one() ->
             await peer.task("extra", "m1")
             busy = await peer.result()
             assert (busy.task_id, busy.error_code) == ("extra", pb.BUSY)
-            await _until(lambda: len(worker._pending) == 1)
+            await until(lambda: len(worker._pending) == 1, "the task to be pending")
             started = time.monotonic()
             worker.request_stop()
             goodbye = (await peer.next("goodbye")).goodbye
@@ -187,15 +185,6 @@ async def test_stop_during_a_task_finishes_it_and_hands_back_the_queued_one() ->
             await asyncio.wait_for(session.closed.wait(), scaled(10))
             assert session.close_code == 1001
             assert worker.state is WorkerState.STOPPED
-
-
-async def _until(predicate: object, timeout: float = 10.0) -> None:
-    """Wait for an in-process condition, yielding to the loop between checks."""
-    deadline = time.monotonic() + scaled(timeout)
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached")
-        await asyncio.sleep(0.01)
 
 
 async def test_drain_refuses_new_tasks_until_the_next_welcome() -> None:

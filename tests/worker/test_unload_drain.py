@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.support import scaled
+from tests.support import scaled, until
 from worker.engines.simulated import SimulatedEngine
 from worker.models import ModelManager
 
@@ -40,7 +40,7 @@ async def test_unload_waits_for_the_tasks_using_the_label() -> None:
             await finished.wait()
 
     running = asyncio.create_task(task())
-    await asyncio.wait_for(_until(lambda: manager.cache.ready == ["m"]), scaled(5))
+    await until(lambda: manager.cache.ready == ["m"], "m ready", timeout=5)
     unload = asyncio.create_task(manager.unload("m"))
     await asyncio.sleep(0.05)  # give the unload every chance to run early (it must not)
     assert not unload.done() and engine.unloads == []
@@ -59,7 +59,7 @@ async def test_unload_waits_for_a_load_in_progress_and_ignores_an_absent_label()
     assert await manager.unload("never-loaded") is False
     engine.release.clear()
     load = asyncio.create_task(manager.preload("m"))
-    await asyncio.wait_for(_until(lambda: manager.cache.state("m") is not None), scaled(5))
+    await until(lambda: manager.cache.state("m") is not None, "m known", timeout=5)
     unload = asyncio.create_task(manager.unload("m"))
     await asyncio.sleep(0.05)
     assert not unload.done()
@@ -68,8 +68,3 @@ async def test_unload_waits_for_a_load_in_progress_and_ignores_an_absent_label()
     assert await asyncio.wait_for(unload, scaled(5)) is True
     assert engine.unloads == ["m"] and manager.cache.state("m") is None
     await engine.stop()
-
-
-async def _until(predicate: object) -> None:
-    while not predicate():  # type: ignore[operator]
-        await asyncio.sleep(0.005)
