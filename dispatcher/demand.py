@@ -13,17 +13,22 @@ at least one while it has any demand. At 1,200 tasks/s over 1,000 Zipf(1.1) labe
 runs, the top label (~20% of traffic, 240/s) needs ceil(240 x 0.01 / 0.7) = 4 copies and
 labels from about rank 30 down need one.
 
-For eviction the model also keeps a **frequency** with a longer memory counted in arrivals,
-not seconds (as TinyLFU's sample is): each label's count decays by exp(-1/`frequency_memory`)
-per arrival of any label, so `frequency` reads the label's share of the last ~12,000 requests
-times the current arrival rate. Tail labels near the cache boundary are asked for a few times
-in 10 s, too few to rank them, and at low traffic a 10 s memory holds fewer requests still: at
-400 tasks/s over 200 workers x 2 slots (1,000 Zipf(1.1) labels, 3 seeds) the arrival-counted
-memory cut misses by 2.5% (8,479 -> 8,266) and by 0.1-0.5% at 800 and 1,200/s. The same silence
-bound as `rate` lets a label that stopped being asked for go within seconds: the shifting trace
-(hot set moved every 10 s) at 1,200/s went from 9,652 to 9,584 misses. Its cost: when the hot
-set moves every 4,000 requests (10 s at 400/s), 12,000 arrivals remember three hot sets, and
-that trace missed 5.6% more (3,871 -> 4,089, seed 1; LRU 3,678, W-TinyLFU 4,156).
+For eviction the model also keeps a **frequency** with a memory counted in arrivals, not
+seconds (as TinyLFU's sample is): tail labels near the cache boundary are asked for a few times
+in 10 s, too few to rank them. How long that memory should be depends on the traffic, so the
+model keeps two, a mixture of experts: each label has one count per memory in
+`frequency_memories` (2,000 and 24,000 arrivals; a count decays by exp(-1/memory) per arrival
+of any label), and each memory is scored by how well it predicted the labels that did arrive
+(a decayed log-likelihood over the last ~`SCORE_MEMORY` arrivals of labels seen before;
+first-ever arrivals say nothing about ranking). `frequency` weighs the memories by the softmax
+of their scores. On a steady Zipf stream the long memory predicts better and takes the weight
+within a few thousand arrivals; when the hot set moves, the short one wins within a few
+hundred arrivals and the old counts stop deciding. Measured (`python -m benchmark simulate`,
+200 workers x 2, 1,000 labels, 72,000 tasks, seeds 1-3 summed; README "Routing at scale")
+against the single 12,000-arrival memory this replaced: Zipf(1.1) 22,402 -> 22,198 misses at
+400 tasks/s and 23,234 -> 23,036 at 1,200/s (W-TinyLFU on one pooled cache: 23,325); the
+shifting trace (a new hot set every 10 s) 36,284 -> 32,639 at 400/s and 29,368 -> 27,885 at
+1,200/s (one pooled LRU cache: 31,846 and 29,022): the single memory remembered three hot sets.
 """
 
 from __future__ import annotations
@@ -34,19 +39,34 @@ from dataclasses import dataclass, field
 #: A label whose rate fell below this (requests/s) counts as having no demand.
 NO_DEMAND_RATE = 1e-3
 
+#: A label whose counts in every frequency memory fell below this is forgotten (`prune`): one
+#: arrival decays this far after 3 memories' length of arrivals.
+FORGOTTEN_COUNT = math.exp(-3.0)
+
 #: A label silent for longer than GAP_FACTOR / rate is taken to have slowed down (see `rate`).
 GAP_FACTOR = 2.0
 
-#: Arrivals (of any label) over which `frequency` remembers a label: 30 x the 400 slots of the
-#: measured deployment. 8,000 and 20,000 both missed more there (see the module docstring).
-FREQUENCY_MEMORY = 12_000
+#: The memories (arrivals of any label) of the frequency's experts: one short enough to follow
+#: a hot set that moves every few thousand requests, one long enough to rank a steady Zipf
+#: tail (5 and 60 x the 400 slots of the measured deployment; see the module docstring).
+FREQUENCY_MEMORIES = (2_000, 24_000)
+
+#: Arrivals over which the experts' predictions are scored (their scores decay by
+#: exp(-1/SCORE_MEMORY) per scored arrival): short, so that a shift shows within ~1,000 requests.
+SCORE_MEMORY = 1_000
+
+#: Pseudo-count of every known label when an expert's prediction is scored, so that a label an
+#: expert has forgotten costs it a large but finite penalty.
+SCORE_PRIOR = 0.01
 
 
 @dataclass
 class _Rate:
     value: float  # requests/s at `at`
     at: float
-    count: float  # arrivals of this label, decayed per arrival, as of arrival number `counted_at`
+    #: Arrivals of this label per frequency memory, each decayed per arrival of any label, as of
+    #: arrival number `counted_at`.
+    counts: list[float]
     counted_at: int
 
 
@@ -56,7 +76,7 @@ class DemandModel:
 
     time_constant_s: float = 10.0
     target_utilisation: float = 0.7
-    frequency_memory: int = FREQUENCY_MEMORY
+    frequency_memories: tuple[int, ...] = FREQUENCY_MEMORIES
     _rates: dict[str, _Rate] = field(default_factory=dict)
     #: Arrivals recorded so far; every label's decayed rates together (requests/s at
     #: `_total_at`); when the first arrival came.
@@ -64,6 +84,17 @@ class DemandModel:
     _total: float = field(default=0.0, init=False, repr=False)
     _total_at: float = field(default=0.0, init=False, repr=False)
     _started_at: float | None = field(default=None, init=False, repr=False)
+    #: Each memory's decayed log-likelihood of the arrivals it was scored on, and the weights
+    #: `frequency` gives the memories (the softmax of the scores).
+    _scores: list[float] = field(init=False, repr=False)
+    _weights: list[float] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.frequency_memories or min(self.frequency_memories) < 1:
+            raise ValueError(f"frequency memories must be >= 1, got {self.frequency_memories}")
+        experts = len(self.frequency_memories)
+        self._scores = [0.0] * experts
+        self._weights = [1.0 / experts] * experts
 
     def record(self, label: str, now: float) -> None:
         """One request for `label` arrived at `now`."""
@@ -75,12 +106,50 @@ class DemandModel:
         self._total_at = now
         entry = self._rates.get(label)
         if entry is None:
-            self._rates[label] = _Rate(step, now, 1.0, self._arrivals)
+            self._rates[label] = _Rate(
+                step, now, [1.0] * len(self.frequency_memories), self._arrivals
+            )
             return
+        counts = self._counts(entry)
+        self._score(counts)
         entry.value = entry.value * self._decay(now - entry.at) + step
         entry.at = now
-        entry.count = entry.count * self._forget(self._arrivals - entry.counted_at) + 1.0
+        entry.counts = [count + 1.0 for count in counts]
         entry.counted_at = self._arrivals
+
+    def _counts(self, entry: _Rate) -> list[float]:
+        """`entry`'s counts per memory, decayed to the latest arrival."""
+        elapsed = self._arrivals - entry.counted_at
+        return [
+            count * math.exp(-elapsed / memory)
+            for count, memory in zip(entry.counts, self.frequency_memories, strict=True)
+        ]
+
+    def _score(self, counts: list[float]) -> None:
+        """Score each memory on the arrival of a known label whose counts were `counts`: the
+        log of the share it gave the label among the arrivals it remembers, every known label
+        given a pseudo-count of `SCORE_PRIOR`; then re-weigh the memories."""
+        seen = self._arrivals - 1  # arrivals before this one
+        smoothing = SCORE_PRIOR * len(self._rates)
+        keep = math.exp(-1.0 / SCORE_MEMORY)
+        for i, memory in enumerate(self.frequency_memories):
+            remembered = -memory * math.expm1(-seen / memory)
+            share = (counts[i] + SCORE_PRIOR) / (remembered + smoothing)
+            self._scores[i] = self._scores[i] * keep + math.log(share)
+        best = max(self._scores)
+        odds = [math.exp(score - best) for score in self._scores]
+        total = sum(odds)
+        self._weights = [value / total for value in odds]
+
+    @property
+    def arrival_count(self) -> int:
+        """Arrivals recorded so far (of any label)."""
+        return self._arrivals
+
+    @property
+    def memory_weights(self) -> dict[int, float]:
+        """The weight `frequency` gives each memory now (they add up to 1)."""
+        return dict(zip(self.frequency_memories, self._weights, strict=True))
 
     def rate(self, label: str, now: float) -> float:
         """Requests/s of `label` as of `now` (0 for a label never asked for).
@@ -113,17 +182,24 @@ class DemandModel:
         return total / -math.expm1(-elapsed / self.time_constant_s)
 
     def frequency(self, label: str, now: float) -> float:
-        """`label`'s requests/s by its share of the last ~`frequency_memory` arrivals (the
-        eviction value; see the module docstring), bounded by its silence as `rate` is.
+        """`label`'s requests/s by its share of the arrivals each memory remembers, the
+        memories weighed by how well they have been predicting (the eviction value; see the
+        module docstring), bounded by its silence as `rate` is.
 
-        Until `frequency_memory` arrivals have been seen the shares add up to less than 1, so
+        Until a memory's length of arrivals has been seen its shares add up to less than 1, so
         the value is conservative while the model knows little.
         """
         entry = self._rates.get(label)
         if entry is None:
             return 0.0
-        count = entry.count * self._forget(self._arrivals - entry.counted_at)
-        value = count / self.frequency_memory * self.arrival_rate(now)
+        elapsed = self._arrivals - entry.counted_at
+        share = sum(
+            weight * count * math.exp(-elapsed / memory) / memory
+            for weight, count, memory in zip(
+                self._weights, entry.counts, self.frequency_memories, strict=True
+            )
+        )
+        value = share * self.arrival_rate(now)
         silence = now - entry.at
         return min(value, GAP_FACTOR / silence) if silence > 0 else value
 
@@ -138,11 +214,15 @@ class DemandModel:
         return max(1, math.ceil(rate * run_ms / 1000.0 / self.target_utilisation))
 
     def prune(self, now: float, keep: set[str] | frozenset[str] = frozenset()) -> int:
-        """Forget labels with no demand left (except `keep`); returns how many went."""
+        """Forget labels with no demand left and nothing left in any frequency memory (except
+        `keep`); returns how many went. A tail label asked for once a minute has no 10 s rate
+        left between its requests, but the long memory must keep counting it."""
         gone = [
             label
             for label, entry in self._rates.items()
-            if label not in keep and entry.value * self._decay(now - entry.at) < NO_DEMAND_RATE
+            if label not in keep
+            and entry.value * self._decay(now - entry.at) < NO_DEMAND_RATE
+            and max(self._counts(entry)) < FORGOTTEN_COUNT
         ]
         for label in gone:
             del self._rates[label]
@@ -153,6 +233,3 @@ class DemandModel:
 
     def _decay(self, dt: float) -> float:
         return math.exp(-max(0.0, dt) / self.time_constant_s)
-
-    def _forget(self, arrivals: int) -> float:
-        return math.exp(-arrivals / self.frequency_memory)

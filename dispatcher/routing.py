@@ -22,9 +22,10 @@ unbiased random sample of `PLACEMENT_SAMPLE` idle workers (plus as many with a f
 it picks the one where the load costs least:
 
 - evicting a label costs the requests its copy would serve over the next `tau` seconds,
-  frequency / copies x tau, where the frequency is the label's share of the last ~12,000
-  arrivals times the arrival rate (`DemandModel.frequency`: a longer memory than the 10 s
-  rate, which ranks tail labels by two or three requests), and nothing when the label has more
+  frequency / copies x tau, where the frequency is the label's share of the recent arrivals
+  times the arrival rate (`DemandModel.frequency`: counted in arrivals over two memories, 2,000
+  and 24,000, weighed by how well each has been predicting, so a steady Zipf tail is ranked by
+  the long one and a moved hot set by the short one), and nothing when the label has more
   copies than its 10 s rate needs (a surplus copy goes first); the last copy of a label with
   queued work is never evicted, nor a label a running task uses;
 - loading blocks the worker's other labels for the load time: each costs the requests its copy
@@ -38,14 +39,16 @@ of a hot one); at 200 workers x 2 slots and 1,000 Zipf(1.1) labels it missed mor
 pooled LRU cache of 400 slots. Demand per copy is a frequency with forgetting (like LRFU), which
 on Zipf traffic beats recency, and its silence bound lets a shifted hot set go within seconds.
 
-Measured (`python -m benchmark simulate`, 200 workers x 2, 1,000 Zipf(1.1) labels, 24,000
-tasks, seeds 1-3, misses summed; W-TinyLFU on one pooled cache of 400 slots: 8,303): the
-long-memory eviction value gave 8,266 / 8,389 / 8,483 at 400 / 800 / 1,200 tasks/s (the 10 s
-rate: 8,479 / 8,398 / 8,529), p50 at 1,200/s 16-19 ms; shifting trace at 1,200/s 9,584 (LRU:
-9,892). What is left above W-TinyLFU at 1,200/s is mostly the price of loading: a label being
-loaded (~480 ms) holds its slot and cannot be evicted, so ~70 of the 400 slots are pinned by
-loads in flight at 1,200/s. A pooled cache with that pinning misses 2,774-2,795 on seed 1
-with any frequency estimator tried (W-TinyLFU, unpinned: 2,747), about the routed result.
+Measured (`python -m benchmark simulate`, 200 workers x 2, 1,000 Zipf(1.1) labels, seeds 1-3,
+misses summed; README "Routing at scale"). 72,000 tasks (a minute at 1,200/s): 22,198 /
+22,655 / 23,036 at 400 / 800 / 1,200 tasks/s, where W-TinyLFU on one pooled cache of 400 slots
+misses 23,325 (-4.8% / -2.9% / -1.2%); the shifting trace (a new hot set every 10 s) 32,639 at
+400/s and 27,885 at 1,200/s (one pooled LRU cache: 31,846 and 29,022). 24,000 tasks, where
+first loads and learning weigh more: 8,298 / 8,437 / 8,503 (W-TinyLFU 8,303), p50 at 1,200/s
+15-20 ms. What keeps a short run near W-TinyLFU is the price of loading: a label being loaded
+(~480 ms) holds its slot and cannot be evicted, ~70 of the 400 slots at 1,200/s; even a policy
+that knew every label's true probability would lose ~200 misses of 24,000 to that pinning,
+which one pooled cache, loading instantly, never pays.
 
 **Preload** (proactive copies, `Preload` frames): when a label's copies fall short of its
 demand and there are more idle workers than queued tasks, an idle worker loads one more copy,
@@ -82,9 +85,9 @@ STARVATION_FACTOR = 2.0
 PLACEMENT_SAMPLE = 16
 
 #: Weight of the blocking cost against the eviction cost. Measured in the simulator (200
-#: workers x 2, 1,000 Zipf(1.1) labels, 1,200 tasks/s, 24,000 tasks, seeds 1-3 summed): 0.5
-#: gave 8,483 misses and p50 16-19 ms, 0.75 gave 8,608 misses and p50 14-16 ms; 0.25 (with
-#: a close variant of the eviction value) pushed p50 to 22-35 ms for no fewer misses.
+#: workers x 2, 1,000 Zipf(1.1) labels, 1,200 tasks/s, 24,000 tasks, seeds 1-3 summed, with the
+#: two-memory frequency): 0.5 gave 8,503 misses and p50 15-20 ms, 0.75 gave 8,683 and 14-15 ms,
+#: 1.0 gave 8,737 and 13-17 ms; with no blocking cost p50 reached 33 ms (seed 1).
 BLOCKING_WEIGHT = 0.5
 
 

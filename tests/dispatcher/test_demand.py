@@ -52,20 +52,34 @@ def test_copies_needed(arrivals: int, run_ms: float, needed: int) -> None:
 
 
 def test_prune_forgets_labels_nobody_asks_for_unless_kept() -> None:
-    """Old labels go, kept ones (held or queued) stay."""
-    model = DemandModel(time_constant_s=1.0)
+    """Old labels go once their rate and their counts in every memory are gone; kept ones
+    (held or queued) stay."""
+    model = DemandModel(time_constant_s=1.0, frequency_memories=(1,))
     for label in ("old", "held", "fresh"):
         model.record(label, 0.0)
-    model.record("fresh", 99.0)
+    for _ in range(4):  # e^-4 of a count left: forgotten
+        model.record("fresh", 99.0)
     assert model.prune(100.0, keep={"held"}) == 1
     assert len(model) == 2 and model.rate("old", 100.0) == 0.0
+
+
+def test_prune_keeps_a_label_the_long_memory_still_counts() -> None:
+    """A tail label asked for once a minute has no 10 s rate left between its requests, but
+    the long memory still counts it, so it is not forgotten."""
+    model = DemandModel(time_constant_s=1.0, frequency_memories=(100, 10_000))
+    model.record("tail", 0.0)
+    for i in range(200):
+        model.record("hot", 60.0 + i * 0.001)
+    assert model.rate("tail", 61.0) < 1e-3
+    assert model.prune(61.0) == 0
+    assert model.frequency("tail", 61.0) > 0.0
 
 
 def test_the_frequency_of_a_steady_stream_reads_its_rate() -> None:
     """Two labels at 30/s and 10/s for 60 s, a memory of 1,000 arrivals: the frequency of each
     (its share of the recent arrivals x the arrival rate) ends within 15% of its rate."""
     rng = random.Random(2)
-    model = DemandModel(time_constant_s=10.0, frequency_memory=1_000)
+    model = DemandModel(time_constant_s=10.0, frequency_memories=(1_000,))
     now = 0.0
     while now < 60.0:
         now += rng.expovariate(40.0)
@@ -86,8 +100,8 @@ def test_the_arrival_rate_is_not_biased_low_while_the_model_warms_up() -> None:
 
 
 def test_the_frequency_forgets_per_arrival_not_per_second() -> None:
-    """A label's count loses e^-1 per `frequency_memory` arrivals of any label."""
-    model = DemandModel(time_constant_s=10.0, frequency_memory=100)
+    """A label's count loses e^-1 per memory's length of arrivals of any label."""
+    model = DemandModel(time_constant_s=10.0, frequency_memories=(100,))
     for _ in range(10):
         model.record("old", 0.0)
     for i in range(99):
@@ -121,3 +135,43 @@ def test_the_frequency_of_a_label_that_stopped_is_bounded_by_its_silence() -> No
     last = 10.0 + 499 * 0.01
     assert model.frequency("stopped", last) > 1.0
     assert model.frequency("stopped", last + 20.0) == pytest.approx(GAP_FACTOR / 20.0)
+
+
+def _zipf_stream(model: DemandModel, ranks: list[str], arrivals: int, rng: random.Random) -> None:
+    """`arrivals` requests at 1,000/s, label of rank k drawn with weight 1 / k^1.1."""
+    weights = [1.0 / (k + 1) ** 1.1 for k in range(len(ranks))]
+    start = model.arrival_count
+    for i, label in enumerate(rng.choices(ranks, weights, k=arrivals)):
+        model.record(label, (start + i) / 1000.0)
+
+
+def test_a_steady_zipf_stream_gives_the_long_memory_the_weight() -> None:
+    """On stationary traffic the long memory predicts the arrivals better (its counts are less
+    noisy), so it decides eviction."""
+    model = DemandModel(frequency_memories=(500, 10_000))
+    _zipf_stream(model, [f"l{i}" for i in range(300)], 20_000, random.Random(3))
+    assert model.memory_weights[10_000] > 0.9
+
+
+def test_a_moved_hot_set_gives_the_short_memory_the_weight() -> None:
+    """The same traffic, then the ranks dealt to a new permutation: within 2,000 arrivals the
+    short memory predicts better, and a label of the new hot set outranks one of the old."""
+    rng = random.Random(4)
+    model = DemandModel(frequency_memories=(500, 10_000))
+    ranks = [f"l{i}" for i in range(300)]
+    _zipf_stream(model, ranks, 20_000, rng)
+    moved = ranks[:]
+    rng.shuffle(moved)
+    _zipf_stream(model, moved, 2_000, rng)
+    assert model.memory_weights[500] > 0.9
+    now = model.arrival_count / 1000.0
+    old_top, new_top = ranks[0], moved[0]
+    model.record(old_top, now)  # read both just after an arrival: the silence bound is off
+    model.record(new_top, now)
+    assert model.frequency(new_top, now) > model.frequency(old_top, now)
+
+
+@pytest.mark.parametrize("memories", [(), (0,), (100, -1)])
+def test_frequency_memories_must_be_positive(memories: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="frequency memories"):
+        DemandModel(frequency_memories=memories)

@@ -107,7 +107,7 @@ def test_eviction_reads_the_long_memory_frequency(
     history: dict[str, list[float]], victim: str
 ) -> None:
     """The victim is the label with the lowest frequency per copy (`DemandModel.frequency`:
-    its share of the last ~12,000 arrivals, bounded by its silence), not the lowest 10 s rate,
+    its share of the recent arrivals, bounded by its silence), not the lowest 10 s rate,
     which would have taken the steady label in the first row."""
     policy = policy_of({"w1": list(history)})
     for at, label in sorted((at, label) for label, times in history.items() for at in times):
