@@ -192,11 +192,10 @@ class DemandModel:
         entry = self._rates.get(label)
         if entry is None:
             return 0.0
-        elapsed = self._arrivals - entry.counted_at
         share = sum(
-            weight * count * math.exp(-elapsed / memory) / memory
+            weight * count / memory
             for weight, count, memory in zip(
-                self._weights, entry.counts, self.frequency_memories, strict=True
+                self._weights, self._counts(entry), self.frequency_memories, strict=True
             )
         )
         value = share * self.arrival_rate(now)

@@ -22,8 +22,8 @@ from proto import smartrouting_pb2 as pb
 from tests.dispatcher.conftest import RunningDispatcher, start_dispatcher
 from tests.support import scaled, until
 from tests.worker.peer import ProtocolPeer, protocol_peer
+from tests.worker.test_multi_dispatcher import linked_config
 from tests.worker.test_slots import GatedEngine
-from worker.config import Config
 from worker.connection import ConnectionState
 from worker.results import RecentResults
 from worker.runtime import Worker
@@ -36,21 +36,7 @@ async def linked_worker(
     urls: list[str], engine: GatedEngine | None = None, slots: int = 2
 ) -> AsyncIterator[Worker]:
     """A simulated worker linked to every URL, run in this loop, stopped at the end."""
-    config = Config(
-        dispatcher_url=tuple(urls),
-        worker_id="w-dup",
-        capacity=2,
-        slots=slots,
-        engine="simulated",
-        sim_load_ms=5,
-        sim_load_stddev_ms=0,
-        sim_run_ms=2,
-        sim_run_stddev_ms=0,
-        seed=1,
-        reconnect_max_backoff_s=0.3,
-        shutdown_timeout_s=5,
-    )
-    worker = Worker(config, engine=engine)
+    worker = Worker(linked_config(urls, "w-dup", slots), engine=engine)
     job = asyncio.create_task(worker.run())
     try:
         yield worker

@@ -38,12 +38,9 @@ def two_dispatchers() -> Iterator[tuple[RunningDispatcher, RunningDispatcher]]:
         running.stop()
 
 
-@contextlib.asynccontextmanager
-async def running_worker(
-    urls: Sequence[str], worker_id: str, slots: int = 1, **fields: Any
-) -> AsyncIterator[Worker]:
-    """A simulated worker linked to every URL, run in this loop, stopped cleanly at the end."""
-    config = Config(
+def linked_config(urls: Sequence[str], worker_id: str, slots: int, **fields: Any) -> Config:
+    """A fast simulated worker's config (5 ms loads, 2 ms runs) linked to every URL."""
+    return Config(
         dispatcher_url=tuple(urls),
         worker_id=worker_id,
         capacity=2,
@@ -58,7 +55,14 @@ async def running_worker(
         shutdown_timeout_s=5,
         **fields,
     )
-    worker = Worker(config)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    urls: Sequence[str], worker_id: str, slots: int = 1, **fields: Any
+) -> AsyncIterator[Worker]:
+    """A simulated worker linked to every URL, run in this loop, stopped cleanly at the end."""
+    worker = Worker(linked_config(urls, worker_id, slots, **fields))
     job = asyncio.create_task(worker.run())
     try:
         yield worker
