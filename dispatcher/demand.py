@@ -16,19 +16,24 @@ labels from about rank 30 down need one.
 For eviction the model also keeps a **frequency** with a memory counted in arrivals, not
 seconds (as TinyLFU's sample is): tail labels near the cache boundary are asked for a few times
 in 10 s, too few to rank them. How long that memory should be depends on the traffic, so the
-model keeps two, a mixture of experts: each label has one count per memory in
-`frequency_memories` (2,000 and 24,000 arrivals; a count decays by exp(-1/memory) per arrival
-of any label), and each memory is scored by how well it predicted the labels that did arrive
-(a decayed log-likelihood over the last ~`SCORE_MEMORY` arrivals of labels seen before;
+model keeps several, a mixture of experts: each label has one count per memory in
+`frequency_memories` (500, 2,000 and 24,000 arrivals; a count decays by exp(-1/memory) per
+arrival of any label), and each memory is scored by how well it predicted the labels that did
+arrive (a decayed log-likelihood over the last ~`SCORE_MEMORY` arrivals of labels seen before;
 first-ever arrivals say nothing about ranking). `frequency` weighs the memories by the softmax
-of their scores. On a steady Zipf stream the long memory predicts better and takes the weight
-within a few thousand arrivals; when the hot set moves, the short one wins within a few
-hundred arrivals and the old counts stop deciding. Measured (`python -m benchmark simulate`,
-200 workers x 2, 1,000 labels, 72,000 tasks, seeds 1-3 summed; README "Routing at scale")
-against the single 12,000-arrival memory this replaced: Zipf(1.1) 22,402 -> 22,198 misses at
-400 tasks/s and 23,234 -> 23,036 at 1,200/s (W-TinyLFU on one pooled cache: 23,325); the
-shifting trace (a new hot set every 10 s) 36,284 -> 32,639 at 400/s and 29,368 -> 27,885 at
-1,200/s (one pooled LRU cache: 31,846 and 29,022): the single memory remembered three hot sets.
+of their scores, the shortest one's lowered by a prior of `SHORTEST_MEMORY_PRIOR_NATS`. On a
+steady Zipf stream the long memory predicts better and takes the weight within a few thousand
+arrivals; when the hot set moves, the 500-arrival memory wins within a few hundred arrivals
+and the old counts stop deciding, and once the new hot set has been asked for a few thousand
+times the 2,000-arrival memory, less noisy, takes over. Measured (`python -m benchmark
+simulate`, 200 workers x 2, 1,000 labels, 72,000 tasks, seeds 1-3 summed; README "Routing at
+scale"): Zipf(1.1) 22,198 misses at 400 tasks/s and 23,036 at 1,200/s (W-TinyLFU on one pooled
+cache: 23,325; one 12,000-arrival memory: 22,402 and 23,234); the shifting trace (a new hot set
+every 10 s) 31,964 at 400/s and 27,762 at 1,200/s (one pooled LRU cache: 31,846 and 29,022;
+one memory: 36,284 and 29,368, it remembered three hot sets; the 2,000- and 24,000-arrival
+pair without the shortest: 32,639 and 27,885). The prior keeps the shortest memory out where
+the experts predict alike: on the reference scenarios (5 labels, uniform) it took 5-30% of the
+weight without it and the misses of seeds 1-3 rose from 480 / 486 / 496 to 491 / 510 / 501.
 """
 
 from __future__ import annotations
@@ -46,14 +51,21 @@ FORGOTTEN_COUNT = math.exp(-3.0)
 #: A label silent for longer than GAP_FACTOR / rate is taken to have slowed down (see `rate`).
 GAP_FACTOR = 2.0
 
-#: The memories (arrivals of any label) of the frequency's experts: one short enough to follow
-#: a hot set that moves every few thousand requests, one long enough to rank a steady Zipf
-#: tail (5 and 60 x the 400 slots of the measured deployment; see the module docstring).
-FREQUENCY_MEMORIES = (2_000, 24_000)
+#: The memories (arrivals of any label) of the frequency's experts: a short one that follows a
+#: hot set in the first thousand requests after it moved, a middle one that ranks it once it
+#: has been asked for a few thousand times, and a long one that ranks a steady Zipf tail
+#: (1.25, 5 and 60 x the 400 slots of the measured deployment; see the module docstring).
+FREQUENCY_MEMORIES = (500, 2_000, 24_000)
 
 #: Arrivals over which the experts' predictions are scored (their scores decay by
 #: exp(-1/SCORE_MEMORY) per scored arrival): short, so that a shift shows within ~1,000 requests.
 SCORE_MEMORY = 1_000
+
+#: Prior odds against the shortest memory, in nats: it is the noisiest, so it takes the weight
+#: only on clear evidence (a moved hot set puts it hundreds of nats ahead within a thousand
+#: arrivals), not on the few nats by which the scores wander where the experts predict alike
+#: (5 labels of uniform traffic: there it made eviction LRU-like and cost 1-5% more misses).
+SHORTEST_MEMORY_PRIOR_NATS = 5.0
 
 #: Pseudo-count of every known label when an expert's prediction is scored, so that a label an
 #: expert has forgotten costs it a large but finite penalty.
@@ -92,9 +104,8 @@ class DemandModel:
     def __post_init__(self) -> None:
         if not self.frequency_memories or min(self.frequency_memories) < 1:
             raise ValueError(f"frequency memories must be >= 1, got {self.frequency_memories}")
-        experts = len(self.frequency_memories)
-        self._scores = [0.0] * experts
-        self._weights = [1.0 / experts] * experts
+        self._scores = [0.0] * len(self.frequency_memories)
+        self._reweigh()
 
     def record(self, label: str, now: float) -> None:
         """One request for `label` arrived at `now`."""
@@ -128,7 +139,7 @@ class DemandModel:
     def _score(self, counts: list[float]) -> None:
         """Score each memory on the arrival of a known label whose counts were `counts`: the
         log of the share it gave the label among the arrivals it remembers, every known label
-        given a pseudo-count of `SCORE_PRIOR`; then re-weigh the memories."""
+        given a pseudo-count of `SCORE_PRIOR`; then re-weigh the memories (`_reweigh`)."""
         seen = self._arrivals - 1  # arrivals before this one
         smoothing = SCORE_PRIOR * len(self._rates)
         keep = math.exp(-1.0 / SCORE_MEMORY)
@@ -136,8 +147,18 @@ class DemandModel:
             remembered = -memory * math.expm1(-seen / memory)
             share = (counts[i] + SCORE_PRIOR) / (remembered + smoothing)
             self._scores[i] = self._scores[i] * keep + math.log(share)
-        best = max(self._scores)
-        odds = [math.exp(score - best) for score in self._scores]
+        self._reweigh()
+
+    def _reweigh(self) -> None:
+        """The memories' weights: the softmax of their scores, the shortest memory's lowered by
+        its prior (`SHORTEST_MEMORY_PRIOR_NATS`)."""
+        shortest = min(self.frequency_memories)
+        posterior = [
+            score - SHORTEST_MEMORY_PRIOR_NATS if memory == shortest else score
+            for score, memory in zip(self._scores, self.frequency_memories, strict=True)
+        ]
+        best = max(posterior)
+        odds = [math.exp(score - best) for score in posterior]
         total = sum(odds)
         self._weights = [value / total for value in odds]
 

@@ -23,11 +23,11 @@ it picks the one where the load costs least:
 
 - evicting a label costs the requests its copy would serve over the next `tau` seconds,
   frequency / copies x tau, where the frequency is the label's share of the recent arrivals
-  times the arrival rate (`DemandModel.frequency`: counted in arrivals over two memories, 2,000
-  and 24,000, weighed by how well each has been predicting, so a steady Zipf tail is ranked by
-  the long one and a moved hot set by the short one), and nothing when the label has more
-  copies than its 10 s rate needs (a surplus copy goes first); the last copy of a label with
-  queued work is never evicted, nor a label a running task uses;
+  times the arrival rate (`DemandModel.frequency`: counted in arrivals over three memories,
+  500, 2,000 and 24,000, weighed by how well each has been predicting, so a steady Zipf tail is
+  ranked by the long one and a moved hot set by the short ones), and nothing when the label has
+  more copies than its 10 s rate needs (a surplus copy goes first); the last copy of a label
+  with queued work is never evicted, nor a label a running task uses;
 - loading blocks the worker's other labels for the load time: each costs the requests its copy
   would have served meanwhile, rate / copies x load time. This keeps new labels away from the
   only copies of hot ones, which is where the p50 latency went with the old rule (16-28% of
@@ -42,8 +42,8 @@ on Zipf traffic beats recency, and its silence bound lets a shifted hot set go w
 Measured (`python -m benchmark simulate`, 200 workers x 2, 1,000 Zipf(1.1) labels, seeds 1-3,
 misses summed; README "Routing at scale"). 72,000 tasks (a minute at 1,200/s): 22,198 /
 22,655 / 23,036 at 400 / 800 / 1,200 tasks/s, where W-TinyLFU on one pooled cache of 400 slots
-misses 23,325 (-4.8% / -2.9% / -1.2%); the shifting trace (a new hot set every 10 s) 32,639 at
-400/s and 27,885 at 1,200/s (one pooled LRU cache: 31,846 and 29,022). 24,000 tasks, where
+misses 23,325 (-4.8% / -2.9% / -1.2%); the shifting trace (a new hot set every 10 s) 31,964 at
+400/s and 27,762 at 1,200/s (one pooled LRU cache: 31,846 and 29,022). 24,000 tasks, where
 first loads and learning weigh more: 8,298 / 8,437 / 8,503 (W-TinyLFU 8,303), p50 at 1,200/s
 15-20 ms. What keeps a short run near W-TinyLFU is the price of loading: a label being loaded
 (~480 ms) holds its slot and cannot be evicted, ~70 of the 400 slots at 1,200/s; even a policy

@@ -7,7 +7,12 @@ import random
 
 import pytest
 
-from dispatcher.demand import GAP_FACTOR, DemandModel
+from dispatcher.demand import (
+    FREQUENCY_MEMORIES,
+    GAP_FACTOR,
+    SHORTEST_MEMORY_PRIOR_NATS,
+    DemandModel,
+)
 
 
 def test_a_steady_poisson_stream_reads_its_rate() -> None:
@@ -169,6 +174,47 @@ def test_a_moved_hot_set_gives_the_short_memory_the_weight() -> None:
     model.record(old_top, now)  # read both just after an arrival: the silence bound is off
     model.record(new_top, now)
     assert model.frequency(new_top, now) > model.frequency(old_top, now)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_the_default_memories_hand_over_from_short_to_middle_within_one_phase(seed: int) -> None:
+    """The default experts on the measured shape (1,000 Zipf labels, a hot set moving every
+    4,000 arrivals): steady traffic is ranked by the long memory, the first 1,000 arrivals
+    after a move by the shortest, and the end of the phase by the middle one, whose counts
+    are less noisy once the new hot set has been asked for a few thousand times."""
+    rng = random.Random(seed)
+    model = DemandModel()
+    assert model.frequency_memories == FREQUENCY_MEMORIES == (500, 2_000, 24_000)
+    ranks = [f"l{i}" for i in range(1_000)]
+    _zipf_stream(model, ranks, 24_000, rng)
+    assert model.memory_weights[24_000] > 0.9
+    rng.shuffle(ranks)
+    _zipf_stream(model, ranks, 1_000, rng)
+    assert model.memory_weights[500] > 0.9
+    _zipf_stream(model, ranks, 3_000, rng)
+    assert model.memory_weights[2_000] > model.memory_weights[500]
+
+
+def _heaviest_shortest_weight_on_uniform_traffic() -> float:
+    """The largest weight the shortest default memory gets over 2,400 uniform arrivals of 5
+    labels (the reference scenarios' traffic)."""
+    rng = random.Random(1)
+    model = DemandModel()
+    labels = [f"l{i}" for i in range(5)]
+    heaviest = 0.0
+    for i in range(2_400):
+        model.record(rng.choice(labels), i * 1.2)
+        heaviest = max(heaviest, model.memory_weights[500])
+    return heaviest
+
+
+def test_the_shortest_memory_needs_clear_evidence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where every memory predicts alike the scores wander by a few nats: without its prior the
+    shortest (noisiest) memory takes a share of the eviction value, with it none to speak of."""
+    assert SHORTEST_MEMORY_PRIOR_NATS > 0
+    assert _heaviest_shortest_weight_on_uniform_traffic() < 0.05
+    monkeypatch.setattr("dispatcher.demand.SHORTEST_MEMORY_PRIOR_NATS", 0.0)
+    assert _heaviest_shortest_weight_on_uniform_traffic() > 0.2
 
 
 @pytest.mark.parametrize("memories", [(), (0,), (100, -1)])
