@@ -178,6 +178,7 @@ class SimulateReport:
                     "demand_time_constant_s",
                     "target_utilisation",
                     "max_preload_share",
+                    "cold_wait_ms",
                 )
             },
             "runs": [result.to_json() for result in self.runs],

@@ -65,6 +65,7 @@ class Core:
             config.starvation_factor,
             self.demand,
             config.max_preload_share,
+            config.cold_wait_ms / 1000.0,
         )
         self.links: dict[str, WorkerLink] = {}
         self.running: dict[str, TaskRecord] = {}

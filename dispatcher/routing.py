@@ -50,6 +50,18 @@ first loads and learning weigh more: 8,298 / 8,437 / 8,503 (W-TinyLFU 8,303), p5
 that knew every label's true probability would lose ~200 misses of 24,000 to that pinning,
 which one pooled cache, loading instantly, never pays.
 
+**Cold wait** (`cold_wait_s`, off by default): W-TinyLFU's admission, paid in waiting. A label
+no worker holds is loaded at once only where the load costs at most `COLD_ADMISSION_RATIO`
+(half) of the label's own value (frequency x tau); otherwise its task waits, a freed worker
+takes it only where the load is that cheap, and once `cold_wait_s` has passed `rescue` loads
+it on the cheapest sampled idle worker, cheap or not. A one-off request then displaces
+another one-off label rather than a warm one. Measured (same setting as below, 500 ms, seeds
+1-3): 24,000 tasks 7,972 / 7,885 / 7,892 misses at 400 / 800 / 1,200 tasks/s (4-5% below
+W-TinyLFU's 8,303; without it 8,298 / 8,437 / 8,503), 72,000 tasks 21,597 / 21,527 / 21,589
+(W-TinyLFU 23,325), p50 12-16 ms; the price is the first call of a cold label (seed 1,
+1,200/s: p50 of misses 0.91 s instead of 0.50 s, p99 of all tasks 1.16 s instead of 0.73 s).
+With it a copy is surplus only beyond one spare (`COLD_WAIT_SURPLUS_MARGIN`).
+
 **Preload** (proactive copies, `Preload` frames): when a label's copies fall short of its
 demand and there are more idle workers than queued tasks, an idle worker loads one more copy,
 placed by the same costs and only where the new copy is worth more than what it displaces; at
@@ -84,6 +96,19 @@ STARVATION_FACTOR = 2.0
 #: Idle workers sampled when choosing where to load a label (bounded, not a scan of all).
 PLACEMENT_SAMPLE = 16
 
+#: With a cold wait (`cold_wait_s` > 0), a label nobody holds is loaded at once only where the
+#: load costs at most this share of the label's own value (its frequency x tau); otherwise its
+#: task waits for such a worker. Measured (seed 1, 200 workers x 2, 1,000 Zipf(1.1) labels,
+#: 1,200 tasks/s, 24,000 tasks, 500 ms wait): 1.0 gave 2,746 misses, 0.5 gave 2,668 and 0.25
+#: gave 2,669, with cold tasks waiting longer the lower it is.
+COLD_ADMISSION_RATIO = 0.5
+
+#: With a cold wait, a copy is surplus (free to evict) only beyond this many more copies than
+#: the label's demand needs. A waiting cold task takes the first cheap slot that frees up, and
+#: without the margin that is a hot label's spare copy, which its queue then loads again: the
+#: top label had 2 of its 4.4 holders loading at any time and the median task waited 24-26 ms.
+COLD_WAIT_SURPLUS_MARGIN = 1
+
 #: Weight of the blocking cost against the eviction cost. Measured in the simulator (200
 #: workers x 2, 1,000 Zipf(1.1) labels, 1,200 tasks/s, 24,000 tasks, seeds 1-3 summed, with the
 #: two-memory frequency): 0.5 gave 8,503 misses and p50 15-20 ms, 0.75 gave 8,683 and 14-15 ms,
@@ -99,6 +124,7 @@ class Reason(enum.Enum):
     LOAD_FREE_SLOT = "load_free_slot"
     LOAD_EVICT = "load_evict"
     NO_IDLE_WORKER = "no_idle_worker"
+    COLD_WAIT = "cold_wait"
     STARVATION = "starvation"
     RANDOM = "random"
     RANDOM_FIFO = "random_fifo"
@@ -164,6 +190,9 @@ class RoutedPolicy:
     demand: DemandModel = field(default_factory=DemandModel)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     max_preload_share: float = 0.25
+    #: How long a task for a label no worker holds may wait for a cheap place to load it
+    #: (`COLD_ADMISSION_RATIO`); 0: load it at once wherever it costs least.
+    cold_wait_s: float = 0.0
     name: str = "routed"
 
     def expected_wait_ms(self, label: str, position: int) -> float:
@@ -200,7 +229,25 @@ class RoutedPolicy:
                 return Enqueue(Reason.WAIT_FOR_HOLDER, recheck_after_s=recheck_s)
         if not self.registry.idle:
             return Enqueue(Reason.NO_IDLE_WORKER)
-        return self._load_anywhere(task, now) or Enqueue(Reason.NO_IDLE_WORKER)
+        best = self._best_placement(label, now, exclude=task.excluded)
+        if best is None:
+            return Enqueue(Reason.NO_IDLE_WORKER)
+        cost, worker_id, evict = best
+        if evict and not holders and not self.admits(label, cost, now):
+            # Just past the wait, so the re-check finds the task due (`rescue`).
+            return Enqueue(Reason.COLD_WAIT, recheck_after_s=self.cold_wait_s + 0.001)
+        reason = Reason.LOAD_EVICT if evict else Reason.LOAD_FREE_SLOT
+        return Dispatch(task.task_id, worker_id, reason, miss=True, evict=evict)
+
+    def admits(self, label: str, cost: float, now: float) -> bool:
+        """Whether a label no worker holds should be loaded where it costs `cost` now, rather
+        than wait for a cheaper place (always, with no cold wait)."""
+        if self.cold_wait_s <= 0.0:
+            return True
+        value = self.demand.frequency(label, now) * self.demand.time_constant_s
+        # The slack absorbs the least-recently-used tie-break in `_placement_cost` (< 1e-6):
+        # evicting labels nobody asks for, beside labels nobody asks for, costs nothing.
+        return cost <= COLD_ADMISSION_RATIO * value + 1e-6
 
     def next_for(self, worker_id: str, now: float) -> Dispatch | None:
         worker = self.registry.workers.get(worker_id)
@@ -229,7 +276,7 @@ class RoutedPolicy:
             if self.expected_wait_ms(label, waiting) > self.estimates.load_ms(label):
                 task = self.queue.oldest_of(label)
                 assert task is not None
-                if worker_id in task.excluded:
+                if worker_id in task.excluded or not self._cold_fits(worker, task, now):
                     continue
                 decision = self._load_on(worker, task, None, now)
                 if decision is not None:
@@ -237,8 +284,14 @@ class RoutedPolicy:
         return None
 
     def rescue(self, now: float) -> Dispatch | None:
+        if not self.registry.idle:
+            return None
+        return self._rescue_starving(now) or self._rescue_cold(now)
+
+    def _rescue_starving(self, now: float) -> Dispatch | None:
+        """The oldest queued task, if it is starving, on an idle worker."""
         oldest = self.queue.oldest()
-        if oldest is None or not self.starving(oldest, now) or not self.registry.idle:
+        if oldest is None or not self.starving(oldest, now):
             return None
         holder = self.registry.idle_holders(oldest.label).first_not_in(oldest.excluded)
         if holder is not None:
@@ -249,6 +302,33 @@ class RoutedPolicy:
         return Dispatch(
             decision.task_id, decision.worker_id, Reason.STARVATION, True, decision.evict
         )
+
+    def _rescue_cold(self, now: float) -> Dispatch | None:
+        """The oldest task of a label nobody holds whose cold wait is over, loaded where it
+        costs least, cheap or not."""
+        if self.cold_wait_s <= 0.0:
+            return None
+        for label in self.queue.labels():  # oldest first: the first one not yet due ends it
+            task = self.queue.oldest_of(label)
+            assert task is not None
+            if now - task.enqueued_at < self.cold_wait_s:
+                return None
+            if self.registry.holders(label):
+                continue
+            decision = self._load_anywhere(task, now)
+            if decision is not None:
+                return decision
+        return None
+
+    def _cold_fits(self, worker: WorkerRecord, task: TaskRecord, now: float) -> bool:
+        """Whether a freed `worker` should load `task`'s label, as far as the cold wait goes:
+        yes for a label somebody holds or a worker with room; otherwise only where the load is
+        cheap enough (`admits`). A task whose wait is over is loaded by `rescue` on the best of
+        a sample, not on whichever worker frees up first (often the holder of a hot label)."""
+        if self.cold_wait_s <= 0.0 or worker.has_room or self.registry.holders(task.label):
+            return True
+        placed = self._placement_cost(worker, task.label, now)
+        return placed is not None and self.admits(task.label, placed[0], now)
 
     def preload(self, label: str, now: float, in_flight: int) -> Preload | None:
         """Another copy of `label` on an idle worker, when its demand needs one and a preload
@@ -276,8 +356,10 @@ class RoutedPolicy:
         """`label`'s requests/s per copy, and whether it has more copies than it needs."""
         copies = self.registry.copies(label)
         rate = self.demand.rate(label, now)
-        surplus = copies > self.demand.copies_for(rate, self.estimates.run_ms(label))
-        return rate / max(1, copies), surplus
+        needed = self.demand.copies_for(rate, self.estimates.run_ms(label))
+        if self.cold_wait_s > 0.0:
+            needed += COLD_WAIT_SURPLUS_MARGIN
+        return rate / max(1, copies), copies > needed
 
     def eviction_cost(self, label: str, now: float) -> float:
         """Requests a copy of `label` would serve over the next tau, by the label's long-memory
@@ -413,6 +495,7 @@ def make_policy(
     starvation_factor: float = STARVATION_FACTOR,
     demand: DemandModel | None = None,
     max_preload_share: float = 0.25,
+    cold_wait_s: float = 0.0,
 ) -> RoutedPolicy | RandomPolicy:
     """The policy called `name` ("routed" or "random") over the given state."""
     if name == "routed":
@@ -424,6 +507,7 @@ def make_policy(
             demand if demand is not None else DemandModel(),
             rng or random.Random(0),
             max_preload_share,
+            cold_wait_s,
         )
     if name == "random":
         return RandomPolicy(registry, queue, rng or random.Random())

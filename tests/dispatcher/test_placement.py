@@ -10,7 +10,14 @@ import pytest
 from dispatcher.demand import DemandModel
 from dispatcher.estimates import LabelEstimates
 from dispatcher.registry import Registry, WorkerRecord
-from dispatcher.routing import PLACEMENT_SAMPLE, Dispatch, Preload, Reason, RoutedPolicy
+from dispatcher.routing import (
+    PLACEMENT_SAMPLE,
+    Dispatch,
+    Enqueue,
+    Preload,
+    Reason,
+    RoutedPolicy,
+)
 from dispatcher.tasks import TaskQueue, TaskRecord
 
 NOW = 100.0
@@ -27,9 +34,11 @@ def policy_of(
     queued: tuple[str, ...] = (),
     capacity: int = 2,
     seed: int = 0,
+    cold_wait_s: float = 0.0,
 ) -> RoutedPolicy:
     """Workers with their labels; `demand`: arrivals per label at NOW (rate = n / 10 s);
-    `busy`: workers running a task of their first label; `queued`: labels with a queued task."""
+    `busy`: workers running a task of their first label; `queued`: labels with a queued task;
+    `cold_wait_s`: the policy's cold wait (0: off)."""
     registry = Registry()
     for wid, labels in workers.items():
         registry.add(WorkerRecord(wid, capacity=capacity, slots=1), labels, now=1.0)
@@ -43,7 +52,9 @@ def policy_of(
         for _ in range(arrivals):
             model.record(label, NOW)
     estimates = LabelEstimates(default_load_ms=300.0, default_run_ms=10.0)
-    return RoutedPolicy(registry, queue, estimates, demand=model, rng=random.Random(seed))
+    return RoutedPolicy(
+        registry, queue, estimates, demand=model, rng=random.Random(seed), cold_wait_s=cold_wait_s
+    )
 
 
 EVICTION_CASES = [
@@ -218,3 +229,117 @@ def test_a_holder_with_more_slots_is_worth_waiting_for_longer() -> None:
     queue.push(make_task("q11", "a"))
     decision = policy.place(make_task("t2", "a"), NOW)
     assert decision == Dispatch("t2", "other", Reason.LOAD_FREE_SLOT, miss=True)
+
+
+# ---- the cold wait: a label nobody holds waits for a cheap place ----------------------------
+
+COLD_WAIT_S = 0.5
+#: Two labels in demand beside each other, and a new label asked for once.
+WARM_WORKER = {"w1": ["hot", "warm"]}
+WARM_DEMAND = {"hot": 100, "warm": 50, "new": 1}
+
+
+@pytest.mark.parametrize(
+    ("workers", "demand", "cold_wait_s", "expected"),
+    [
+        pytest.param(
+            WARM_WORKER,
+            WARM_DEMAND,
+            COLD_WAIT_S,
+            Enqueue(Reason.COLD_WAIT, recheck_after_s=COLD_WAIT_S + 0.001),
+            id="waits-rather-than-evict-a-label-worth-more",
+        ),
+        pytest.param(
+            WARM_WORKER,
+            WARM_DEMAND,
+            0.0,
+            Dispatch("t", "w1", Reason.LOAD_EVICT, miss=True, evict=("warm",)),
+            id="no-cold-wait-evicts-at-once",
+        ),
+        pytest.param(
+            {"w1": ["hot"]},
+            WARM_DEMAND,
+            COLD_WAIT_S,
+            Dispatch("t", "w1", Reason.LOAD_FREE_SLOT, miss=True),
+            id="a-free-slot-is-taken-at-once",
+        ),
+        pytest.param(
+            {"w1": ["stale", "unasked"]},
+            {"new": 1},
+            COLD_WAIT_S,
+            Dispatch("t", "w1", Reason.LOAD_EVICT, miss=True, evict=("stale",)),
+            id="evicting-a-label-nobody-asks-for-is-taken-at-once",
+        ),
+        pytest.param(
+            WARM_WORKER,
+            {"hot": 10, "warm": 5, "new": 400},
+            COLD_WAIT_S,
+            Dispatch("t", "w1", Reason.LOAD_EVICT, miss=True, evict=("warm",)),
+            id="a-label-worth-twice-the-victim-is-loaded-at-once",
+        ),
+    ],
+)
+def test_cold_wait_place(workers, demand, cold_wait_s, expected) -> None:
+    """Where a task for a label nobody holds goes when it arrives."""
+    policy = policy_of(workers, demand, cold_wait_s=cold_wait_s)
+    assert policy.place(make_task("t", "new"), NOW) == expected
+
+
+def test_the_cold_wait_does_not_hold_back_another_copy_of_a_held_label() -> None:
+    """A label with a busy holder and a queue too long to wait for is loaded at once, as
+    without a cold wait: the wait is for labels nobody holds."""
+    policy = policy_of(
+        {"w0": ["new"], **WARM_WORKER}, WARM_DEMAND, busy=("w0",), cold_wait_s=COLD_WAIT_S
+    )
+    for i in range(40):  # 41 x 10 ms for one holder > the 300 ms load
+        policy.queue.push(make_task(f"q{i}", "new"))
+    decision = policy.place(make_task("t", "new"), NOW)
+    assert decision == Dispatch("t", "w1", Reason.LOAD_EVICT, miss=True, evict=("warm",))
+
+
+@pytest.mark.parametrize(
+    ("labels", "cold_wait_s", "loads"),
+    [
+        pytest.param(["hot", "warm"], COLD_WAIT_S, False, id="waiting-task-skips-a-costly-worker"),
+        pytest.param(["hot", "warm"], 0.0, True, id="no-cold-wait-loads-it-there"),
+        pytest.param(["stale", "unasked"], COLD_WAIT_S, True, id="a-cheap-worker-takes-it"),
+    ],
+)
+def test_cold_wait_next_for(labels: list[str], cold_wait_s: float, loads: bool) -> None:
+    """A worker frees up while a task for a label nobody holds waits."""
+    policy = policy_of({"w1": labels}, WARM_DEMAND, queued=("new",), cold_wait_s=cold_wait_s)
+    decision = policy.next_for("w1", NOW + 0.1)
+    assert (decision is not None) == loads
+    if decision is not None:
+        assert (decision.task_id, decision.worker_id, decision.miss) == ("q0", "w1", True)
+
+
+def test_a_task_whose_cold_wait_is_over_is_loaded_where_it_costs_least() -> None:
+    """`rescue` leaves the task until its wait is over, then loads it on the cheaper of two
+    idle workers (w2, evicting a label nobody asks for), cheap or not."""
+    policy = policy_of(
+        {"w1": ["hot", "warm"], "w2": ["warm2", "cool"]},
+        {**WARM_DEMAND, "warm2": 50},
+        queued=("new",),
+        cold_wait_s=COLD_WAIT_S,
+    )
+    assert policy.rescue(NOW + COLD_WAIT_S - 0.01) is None
+    decision = policy.rescue(NOW + COLD_WAIT_S + 0.01)
+    assert decision == Dispatch("q0", "w2", Reason.LOAD_EVICT, miss=True, evict=("cool",))
+
+
+@pytest.mark.parametrize(
+    ("copies", "cold_wait_s", "surplus"),
+    [
+        pytest.param(2, 0.0, True, id="one-spare-copy-is-surplus-without-cold-wait"),
+        pytest.param(2, COLD_WAIT_S, False, id="one-spare-copy-is-kept-with-cold-wait"),
+        pytest.param(3, COLD_WAIT_S, True, id="two-spare-copies-are-surplus-with-cold-wait"),
+    ],
+)
+def test_cold_wait_surplus_margin(copies: int, cold_wait_s: float, surplus: bool) -> None:
+    """A label at 0.5/s needs one copy; with a cold wait the first spare one is kept, so
+    that waiting cold tasks do not take a hot label's spare copy that its queue then
+    loads again."""
+    workers = {f"w{i}": ["a"] for i in range(copies)}
+    policy = policy_of(workers, {"a": 5}, cold_wait_s=cold_wait_s)
+    assert policy.per_copy("a", NOW)[1] is surplus
