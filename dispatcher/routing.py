@@ -59,7 +59,7 @@ another one-off label rather than a warm one. Measured (same setting as below, 5
 1-3): 24,000 tasks 7,972 / 7,885 / 7,892 misses at 400 / 800 / 1,200 tasks/s (4-5% below
 W-TinyLFU's 8,303; without it 8,298 / 8,437 / 8,503), 72,000 tasks 21,597 / 21,527 / 21,589
 (W-TinyLFU 23,325), p50 12-16 ms; the price is the first call of a cold label (seed 1,
-1,200/s: p50 of misses 0.91 s instead of 0.50 s, p99 of all tasks 1.16 s instead of 0.73 s).
+1,200/s: p50 of misses 0.92 s instead of 0.50 s, p99 of all tasks 1.16 s instead of 0.73 s).
 With it a copy is surplus only beyond one spare (`COLD_WAIT_SURPLUS_MARGIN`).
 
 **Preload** (proactive copies, `Preload` frames): when a label's copies fall short of its
@@ -99,8 +99,8 @@ PLACEMENT_SAMPLE = 16
 #: With a cold wait (`cold_wait_s` > 0), a label nobody holds is loaded at once only where the
 #: load costs at most this share of the label's own value (its frequency x tau); otherwise its
 #: task waits for such a worker. Measured (seed 1, 200 workers x 2, 1,000 Zipf(1.1) labels,
-#: 1,200 tasks/s, 24,000 tasks, 500 ms wait): 1.0 gave 2,746 misses, 0.5 gave 2,668 and 0.25
-#: gave 2,669, with cold tasks waiting longer the lower it is.
+#: 1,200 tasks/s, 24,000 tasks, 500 ms wait): 1.0 gave 2,733 misses (p99 of all tasks 1.06 s),
+#: 0.5 gave 2,650 (1.16 s) and 0.25 2,612 (1.18 s): below a half, little is saved.
 COLD_ADMISSION_RATIO = 0.5
 
 #: With a cold wait, a copy is surplus (free to evict) only beyond this many more copies than
