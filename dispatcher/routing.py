@@ -232,12 +232,11 @@ class RoutedPolicy:
         best = self._best_placement(label, now, exclude=task.excluded)
         if best is None:
             return Enqueue(Reason.NO_IDLE_WORKER)
-        cost, worker_id, evict = best
+        cost, _, evict = best
         if evict and not holders and not self.admits(label, cost, now):
             # Just past the wait, so the re-check finds the task due (`rescue`).
             return Enqueue(Reason.COLD_WAIT, recheck_after_s=self.cold_wait_s + 0.001)
-        reason = Reason.LOAD_EVICT if evict else Reason.LOAD_FREE_SLOT
-        return Dispatch(task.task_id, worker_id, reason, miss=True, evict=evict)
+        return self._load_at(task, best)
 
     def admits(self, label: str, cost: float, now: float) -> bool:
         """Whether a label no worker holds should be loaded where it costs `cost` now, rather
@@ -446,9 +445,12 @@ class RoutedPolicy:
     def _load_anywhere(self, task: TaskRecord, now: float) -> Dispatch | None:
         """Load `task`'s label on the idle worker where it costs least."""
         best = self._best_placement(task.label, now, exclude=task.excluded)
-        if best is None:
-            return None
-        _, worker_id, evict = best
+        return None if best is None else self._load_at(task, best)
+
+    @staticmethod
+    def _load_at(task: TaskRecord, placement: tuple[float, str, tuple[str, ...]]) -> Dispatch:
+        """Load `task`'s label where `_best_placement` chose: (cost, worker, evict)."""
+        _, worker_id, evict = placement
         reason = Reason.LOAD_EVICT if evict else Reason.LOAD_FREE_SLOT
         return Dispatch(task.task_id, worker_id, reason, miss=True, evict=evict)
 
