@@ -80,8 +80,9 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from dispatcher.demand import DemandModel
 from dispatcher.estimates import LabelEstimates
@@ -163,6 +164,45 @@ class Preload:
     worker_id: str
     label: str
     evict: tuple[str, ...] = ()
+
+
+T = TypeVar("T")
+
+
+class _Lazy(Generic[T]):
+    """A value worked out on first use, then kept (for one decision)."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make: Callable[[], T] | None = make
+        self._value: T | None = None
+
+    def get(self) -> T:
+        if self._make is not None:
+            self._value, self._make = self._make(), None
+        return self._value  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class _Displacement:
+    """What loading a label on one worker displaces: the label evicted (None: a free slot),
+    its eviction cost, and the requests/s per copy of every label there but the loaded one,
+    which the load blocks (the victim's among them)."""
+
+    victim_cost: float
+    victim: str | None
+    victim_per_copy: float
+    per_copies: tuple[float, ...]
+
+    @property
+    def evict(self) -> tuple[str, ...]:
+        return () if self.victim is None else (self.victim,)
+
+    def cost(self, load_s: float) -> float:
+        """The eviction cost plus what the labels that stay lose while `load_s` blocks them."""
+        blocking = sum(BLOCKING_WEIGHT * per_copy * load_s for per_copy in self.per_copies)
+        if self.victim is None:
+            return blocking
+        return self.victim_cost + blocking - BLOCKING_WEIGHT * self.victim_per_copy * load_s
 
 
 class Policy(Protocol):
@@ -270,12 +310,13 @@ class RoutedPolicy:
         if best is not None:
             return Dispatch(best.task_id, worker_id, Reason.IDLE_HOLDER, miss=False)
         # A label whose holders are gone or too slow to drain its queue: load it here.
+        displaced = _Lazy(lambda: self._displacement(worker, None, now))
         for label in self.queue.labels():
             waiting = self.queue.count(label)
             if self.expected_wait_ms(label, waiting) > self.estimates.load_ms(label):
                 task = self.queue.oldest_of(label)
                 assert task is not None
-                if worker_id in task.excluded or not self._cold_fits(worker, task, now):
+                if worker_id in task.excluded or not self._cold_fits(worker, task, now, displaced):
                     continue
                 decision = self._load_on(worker, task, None, now)
                 if decision is not None:
@@ -319,15 +360,26 @@ class RoutedPolicy:
                 return decision
         return None
 
-    def _cold_fits(self, worker: WorkerRecord, task: TaskRecord, now: float) -> bool:
+    def _cold_fits(
+        self,
+        worker: WorkerRecord,
+        task: TaskRecord,
+        now: float,
+        displaced: _Lazy[_Displacement | None],
+    ) -> bool:
         """Whether a freed `worker` should load `task`'s label, as far as the cold wait goes:
         yes for a label somebody holds or a worker with room; otherwise only where the load is
         cheap enough (`admits`). A task whose wait is over is loaded by `rescue` on the best of
-        a sample, not on whichever worker frees up first (often the holder of a hot label)."""
+        a sample, not on whichever worker frees up first (often the holder of a hot label).
+        `displaced`: what a load on `worker` displaces, worked out once for all the labels
+        waiting (a label nobody holds is not on the worker, so it is the same for each)."""
         if self.cold_wait_s <= 0.0 or worker.has_room or self.registry.holders(task.label):
             return True
-        placed = self._placement_cost(worker, task.label, now)
-        return placed is not None and self.admits(task.label, placed[0], now)
+        plan = displaced.get()
+        if plan is None:
+            return False
+        cost = plan.cost(self.estimates.load_ms(task.label) / 1000.0)
+        return self.admits(task.label, cost, now)
 
     def preload(self, label: str, now: float, in_flight: int) -> Preload | None:
         """Another copy of `label` on an idle worker, when its demand needs one and a preload
@@ -386,20 +438,28 @@ class RoutedPolicy:
         self, worker: WorkerRecord, label: str, now: float, need_room: bool | None = None
     ) -> tuple[float, tuple[str, ...]] | None:
         """What loading `label` on `worker` costs (the victim's eviction cost plus the
-        blocking cost of the labels that stay), and what it evicts; None if it cannot.
+        blocking cost of the labels that stay), and what it evicts; None if it cannot."""
+        plan = self._displacement(worker, label, now, need_room)
+        if plan is None:
+            return None
+        return plan.cost(self.estimates.load_ms(label) / 1000.0), plan.evict
 
-        One pass over the worker's labels, each label's demand read once."""
-        load_s = self.estimates.load_ms(label) / 1000.0
+    def _displacement(
+        self, worker: WorkerRecord, label: str | None, now: float, need_room: bool | None = None
+    ) -> _Displacement | None:
+        """What a load on `worker` displaces, whatever label is loaded (bar `label`, which
+        stays if it is there): the cheapest victim and the labels it blocks; None if nothing
+        can be evicted where room is needed. One pass over the worker's labels, each label's
+        demand read once, so a freed worker is costed once for every label waiting for it."""
         evicting = (not worker.has_room) if need_room is None else need_room
         in_use = set(worker.in_flight.values()) if evicting else set()
-        blocking = 0.0
-        victim: tuple[float, float, str] | None = None  # (eviction cost, its blocking, label)
+        per_copies: list[float] = []
+        victim: tuple[float, float, str] | None = None  # (eviction cost, its per copy, label)
         for other, last_used in worker.labels.items():
             if other == label:
                 continue
             per_copy, surplus = self.per_copy(other, now)
-            blocks = BLOCKING_WEIGHT * per_copy * load_s
-            blocking += blocks
+            per_copies.append(per_copy)
             if not evicting or other in in_use:
                 continue
             if self.queue.count(other) and self.registry.copies(other) <= 1:
@@ -407,12 +467,12 @@ class RoutedPolicy:
             # Ties (two labels nobody asks for) go to the least recently used.
             cost = self._eviction_cost(other, now, surplus) + last_used * 1e-12
             if victim is None or cost < victim[0]:
-                victim = (cost, blocks, other)
+                victim = (cost, per_copy, other)
         if not evicting:
-            return blocking, ()
+            return _Displacement(0.0, None, 0.0, tuple(per_copies))
         if victim is None:
             return None
-        return victim[0] + blocking - victim[1], (victim[2],)
+        return _Displacement(victim[0], victim[2], victim[1], tuple(per_copies))
 
     def _best_placement(
         self, label: str, now: float, exclude: set[str] | frozenset[str] = frozenset()
