@@ -56,11 +56,12 @@ no worker holds is loaded at once only where the load costs at most `COLD_ADMISS
 takes it only where the load is that cheap, and once `cold_wait_s` has passed `rescue` loads
 it on the cheapest sampled idle worker, cheap or not. A one-off request then displaces
 another one-off label rather than a warm one. Measured (same setting as below, 500 ms, seeds
-1-3): 24,000 tasks 7,972 / 7,885 / 7,892 misses at 400 / 800 / 1,200 tasks/s (4-5% below
-W-TinyLFU's 8,303; without it 8,298 / 8,437 / 8,503), 72,000 tasks 21,597 / 21,527 / 21,589
-(W-TinyLFU 23,325), p50 12-16 ms; the price is the first call of a cold label (seed 1,
-1,200/s: p50 of misses 0.92 s instead of 0.50 s, p99 of all tasks 1.16 s instead of 0.73 s).
-With it a copy is surplus only beyond one spare (`COLD_WAIT_SURPLUS_MARGIN`).
+1-3): 24,000 tasks 7,992 / 7,915 / 7,873 misses at 400 / 800 / 1,200 tasks/s (4-5% below
+W-TinyLFU's 8,303; without it 8,298 / 8,437 / 8,503), 72,000 tasks 21,714 / 21,401 / 21,458
+(W-TinyLFU 23,325), p50 12-15 ms; the price is the first call of a cold label (seed 1,
+1,200/s: p50 of misses 0.95 s instead of 0.50 s, p99 of all tasks 1.18 s instead of 0.73 s).
+With it a copy is surplus only beyond one spare (`COLD_WAIT_SURPLUS_MARGIN`), and a freed
+worker examines only the `COLD_SCAN_LIMIT` oldest waiting labels, costing itself once for all.
 
 **Preload** (proactive copies, `Preload` frames): when a label's copies fall short of its
 demand and there are more idle workers than queued tasks, an idle worker loads one more copy,
@@ -72,8 +73,9 @@ delays a task that could run now.
 oldest one, whatever labels it holds.
 
 Lookups go through the registry's indexes; the only loops are over one worker's labels, the
-labels with queued tasks, and at most 2 x `PLACEMENT_SAMPLE` sampled idle workers, so a decision
-costs the same with 10 or 10,000 workers.
+labels with queued tasks (of those waiting for a cheap place, at most `COLD_SCAN_LIMIT`), and
+at most 2 x `PLACEMENT_SAMPLE` sampled idle workers, so a decision costs the same with 10 or
+10,000 workers.
 """
 
 from __future__ import annotations
@@ -100,9 +102,18 @@ PLACEMENT_SAMPLE = 16
 #: With a cold wait (`cold_wait_s` > 0), a label nobody holds is loaded at once only where the
 #: load costs at most this share of the label's own value (its frequency x tau); otherwise its
 #: task waits for such a worker. Measured (seed 1, 200 workers x 2, 1,000 Zipf(1.1) labels,
-#: 1,200 tasks/s, 24,000 tasks, 500 ms wait): 1.0 gave 2,733 misses (p99 of all tasks 1.06 s),
-#: 0.5 gave 2,650 (1.16 s) and 0.25 2,612 (1.18 s): below a half, little is saved.
+#: 1,200 tasks/s, 24,000 tasks, 500 ms wait): 1.0 gave 2,692 misses (p99 of all tasks 1.13 s),
+#: 0.5 gave 2,652 (1.18 s) and 0.25 2,668 (1.19 s): below a half, nothing more is saved.
 COLD_ADMISSION_RATIO = 0.5
+
+#: With a cold wait, a freed worker examines at most this many of the labels that wait for a
+#: cheap place (oldest first); one further back is loaded by `rescue` when its wait is over.
+#: At 1,200 tasks/s ~23 labels wait, and examining every one on every freed worker took a third
+#: of a core: the live median at 1,200/s was 45-51 ms on 2 cores. Measured (simulator, 200
+#: workers x 2, 1,000 Zipf(1.1) labels, 1,200/s, 24,000 tasks, 500 ms wait, seed 1): all 2,650
+#: misses and 7.4 s of CPU, 8 2,674, 4 2,652 and 4.7 s, 1 2,682 (no cold wait: 3.7 s); seeds
+#: 1-3 at 400 / 800 / 1,200/s, all 7,972 / 7,885 / 7,892, 4 7,992 / 7,915 / 7,873; live p50 22 ms.
+COLD_SCAN_LIMIT = 4
 
 #: With a cold wait, a copy is surplus (free to evict) only beyond this many more copies than
 #: the label's demand needs. A waiting cold task takes the first cheap slot that frees up, and
@@ -311,12 +322,19 @@ class RoutedPolicy:
             return Dispatch(best.task_id, worker_id, Reason.IDLE_HOLDER, miss=False)
         # A label whose holders are gone or too slow to drain its queue: load it here.
         displaced = _Lazy(lambda: self._displacement(worker, None, now))
+        cold_seen = 0
         for label in self.queue.labels():
             waiting = self.queue.count(label)
             if self.expected_wait_ms(label, waiting) > self.estimates.load_ms(label):
                 task = self.queue.oldest_of(label)
                 assert task is not None
-                if worker_id in task.excluded or not self._cold_fits(worker, task, now, displaced):
+                if worker_id in task.excluded:
+                    continue
+                if self._waits_cold(worker, label):
+                    cold_seen += 1
+                    if cold_seen > COLD_SCAN_LIMIT:
+                        break
+                if not self._cold_fits(worker, task, now, displaced):
                     continue
                 decision = self._load_on(worker, task, None, now)
                 if decision is not None:
@@ -360,6 +378,11 @@ class RoutedPolicy:
                 return decision
         return None
 
+    def _waits_cold(self, worker: WorkerRecord, label: str) -> bool:
+        """Whether loading `label` on `worker` is held to the cold wait's admission: with a
+        cold wait, for a label nobody holds, where it would evict."""
+        return self.cold_wait_s > 0.0 and not worker.has_room and not self.registry.holders(label)
+
     def _cold_fits(
         self,
         worker: WorkerRecord,
@@ -373,7 +396,7 @@ class RoutedPolicy:
         a sample, not on whichever worker frees up first (often the holder of a hot label).
         `displaced`: what a load on `worker` displaces, worked out once for all the labels
         waiting (a label nobody holds is not on the worker, so it is the same for each)."""
-        if self.cold_wait_s <= 0.0 or worker.has_room or self.registry.holders(task.label):
+        if not self._waits_cold(worker, task.label):
             return True
         plan = displaced.get()
         if plan is None:

@@ -11,6 +11,7 @@ from dispatcher.demand import DemandModel
 from dispatcher.estimates import LabelEstimates
 from dispatcher.registry import Registry, WorkerRecord
 from dispatcher.routing import (
+    COLD_SCAN_LIMIT,
     PLACEMENT_SAMPLE,
     Dispatch,
     Enqueue,
@@ -345,20 +346,36 @@ def test_cold_wait_surplus_margin(copies: int, cold_wait_s: float, surplus: bool
     assert policy.per_copy("a", NOW)[1] is surplus
 
 
-@pytest.mark.parametrize("waiting", [1, 10, 100])
-def test_a_freed_worker_is_costed_once_for_all_waiting_cold_labels(waiting: int) -> None:
-    """What a load on the freed worker displaces is worked out once for the scan of waiting
-    labels, not once per label (it was, and at 1,200 tasks/s that scan took a third of a
-    core), and once more for the load chosen; the one label worth the load among `waiting`
-    cheaper ones is still found."""
-    cheap = [f"c{i}" for i in range(waiting)]
-    policy = policy_of({"w1": ["hot", "warm"]}, queued=(*cheap, "worthy"), cold_wait_s=COLD_WAIT_S)
+@pytest.mark.parametrize(
+    ("older", "found"),
+    [
+        pytest.param(0, True, id="the-oldest-waiting-label"),
+        pytest.param(COLD_SCAN_LIMIT - 1, True, id="within-the-scan-limit"),
+        pytest.param(COLD_SCAN_LIMIT, False, id="past-the-scan-limit-rescue-loads-it"),
+        pytest.param(100, False, id="far-past-the-scan-limit"),
+    ],
+)
+def test_a_freed_worker_examines_a_bounded_number_of_waiting_cold_labels(
+    older: int, found: bool
+) -> None:
+    """A freed worker looks at the `COLD_SCAN_LIMIT` oldest labels waiting for a cheap place
+    (50 more wait behind "worthy"), working out what a load there displaces once, not once
+    per label: at 1,200 tasks/s, 23 labels wait on average and the scan of all of them took a
+    third of a core. "worthy" is worth the load and the labels asked for once are not; one
+    that waits past the limit is left to `rescue` when its wait is over."""
+    older_cheap = [f"old{i}" for i in range(older)]
+    newer_cheap = [f"new{i}" for i in range(50)]
+    policy = policy_of(
+        {"w1": ["hot", "warm"]},
+        queued=(*older_cheap, "worthy", *newer_cheap),
+        cold_wait_s=COLD_WAIT_S,
+    )
     # 10 s of traffic before NOW: "worthy" asked for 4 times as often as "warm".
     stream = ["hot"] * 4 + ["warm"] + ["worthy"] * 4 + ["hot"]
     for step in range(100):
         for k, label in enumerate(stream):
             policy.demand.record(label, NOW - 10.0 + (step * len(stream) + k) * 0.01)
-    for label in cheap:
+    for label in older_cheap + newer_cheap:
         policy.demand.record(label, NOW)
     costed: list[str] = []
     original = policy._displacement
@@ -368,6 +385,19 @@ def test_a_freed_worker_is_costed_once_for_all_waiting_cold_labels(waiting: int)
         return original(worker, label, now, need_room)
 
     policy._displacement = counting  # type: ignore[method-assign,assignment]
+    valued: list[str] = []
+    admits = policy.admits
+
+    def valuing(label, cost, now):  # type: ignore[no-untyped-def]
+        valued.append(label)
+        return admits(label, cost, now)
+
+    policy.admits = valuing  # type: ignore[method-assign]
     decision = policy.next_for("w1", NOW + 0.01)
-    assert decision == Dispatch(f"q{waiting}", "w1", Reason.LOAD_EVICT, miss=True, evict=("warm",))
-    assert costed == ["w1", "w1"]
+    assert len(valued) == min(older + 1, COLD_SCAN_LIMIT)
+    if found:
+        assert decision == Dispatch(f"q{older}", "w1", Reason.LOAD_EVICT, True, ("warm",))
+        assert costed == ["w1", "w1"]  # the scan, then the load chosen
+    else:
+        assert decision is None
+        assert costed == ["w1"]
