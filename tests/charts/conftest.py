@@ -17,6 +17,7 @@ FULL_VALUES: dict[str, Any] = {
         "replicas": 3,
         "podAntiAffinity": "required",
         "randomDispatch": True,
+        "coldWaitMs": 500,
         "service": {"type": "LoadBalancer", "annotations": {"example.com/lb": "internal"}},
         "extraEnv": [{"name": "DISPATCHER_SEED", "value": "7"}],
         "nodeSelector": {"kubernetes.io/os": "linux"},

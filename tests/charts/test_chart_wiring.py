@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from dispatcher.config import Config
 from tests.charts.conftest import FULL_VALUES
 from tests.charts.rendering import NAMESPACE, Rendered, containers, env_of, render, workloads
 
@@ -80,6 +81,7 @@ def test_dispatchers_are_replicated_with_health_probes(default_render: Rendered)
     assert _value(env, "DISPATCHER_PORT") == "8080"
     assert _value(env, "DISPATCHER_POLICY") == "routed"
     assert _value(env, "RANDOM_DISPATCH") == "false"
+    assert _value(env, "DISPATCHER_COLD_WAIT_MS") == "0"
 
 
 def test_random_dispatch_value_reaches_the_dispatcher(full_render: Rendered) -> None:
@@ -87,6 +89,16 @@ def test_random_dispatch_value_reaches_the_dispatcher(full_render: Rendered) -> 
     (container,) = containers(full_render.one("Deployment", DISPATCHER))
     assert _value(env_of(container), "RANDOM_DISPATCH") == "true"
     assert "policy random" in full_render.notes
+
+
+def test_cold_wait_value_reaches_the_dispatcher(full_render: Rendered) -> None:
+    """dispatcher.coldWaitMs sets DISPATCHER_COLD_WAIT_MS, which the dispatcher reads."""
+    (container,) = containers(full_render.one("Deployment", DISPATCHER))
+    env = {
+        name: str(entry["value"]) for name, entry in env_of(container).items() if "value" in entry
+    }
+    assert env["DISPATCHER_COLD_WAIT_MS"] == "500"
+    assert Config.from_env(env).cold_wait_ms == 500.0
 
 
 def test_dispatcher_uploader_url_names_the_uploader_service(default_render: Rendered) -> None:
