@@ -333,9 +333,9 @@ class RoutedPolicy:
                 if self._waits_cold(worker, label):
                     cold_seen += 1
                     if cold_seen > COLD_SCAN_LIMIT:
-                        break
-                if not self._cold_fits(worker, task, now, displaced):
-                    continue
+                        break  # younger labels wait for `rescue` (or a later freed worker)
+                    if not self._cheap_here(label, displaced, now):
+                        continue
                 decision = self._load_on(worker, task, None, now)
                 if decision is not None:
                     return decision
@@ -383,26 +383,17 @@ class RoutedPolicy:
         cold wait, for a label nobody holds, where it would evict."""
         return self.cold_wait_s > 0.0 and not worker.has_room and not self.registry.holders(label)
 
-    def _cold_fits(
-        self,
-        worker: WorkerRecord,
-        task: TaskRecord,
-        now: float,
-        displaced: _Lazy[_Displacement | None],
-    ) -> bool:
-        """Whether a freed `worker` should load `task`'s label, as far as the cold wait goes:
-        yes for a label somebody holds or a worker with room; otherwise only where the load is
-        cheap enough (`admits`). A task whose wait is over is loaded by `rescue` on the best of
-        a sample, not on whichever worker frees up first (often the holder of a hot label).
-        `displaced`: what a load on `worker` displaces, worked out once for all the labels
-        waiting (a label nobody holds is not on the worker, so it is the same for each)."""
-        if not self._waits_cold(worker, task.label):
-            return True
+    def _cheap_here(self, label: str, displaced: _Lazy[_Displacement | None], now: float) -> bool:
+        """Whether a freed worker should load `label`, which nobody holds, though it must
+        evict: only where the load is cheap enough (`admits`). A task whose wait is over is
+        loaded by `rescue` on the best of a sample, not on whichever worker frees up first
+        (often the holder of a hot label). `displaced`: what a load on the worker displaces,
+        worked out once for all the labels waiting (none of them is on it, so it is the same
+        for each)."""
         plan = displaced.get()
         if plan is None:
             return False
-        cost = plan.cost(self.estimates.load_ms(task.label) / 1000.0)
-        return self.admits(task.label, cost, now)
+        return self.admits(label, plan.cost(self.estimates.load_ms(label) / 1000.0), now)
 
     def preload(self, label: str, now: float, in_flight: int) -> Preload | None:
         """Another copy of `label` on an idle worker, when its demand needs one and a preload
