@@ -81,10 +81,11 @@ at most 2 x `PLACEMENT_SAMPLE` sampled idle workers, so a decision costs the sam
 from __future__ import annotations
 
 import enum
+import functools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 from dispatcher.demand import DemandModel
 from dispatcher.estimates import LabelEstimates
@@ -175,22 +176,6 @@ class Preload:
     worker_id: str
     label: str
     evict: tuple[str, ...] = ()
-
-
-T = TypeVar("T")
-
-
-class _Lazy(Generic[T]):
-    """A value worked out on first use, then kept (for one decision)."""
-
-    def __init__(self, make: Callable[[], T]) -> None:
-        self._make: Callable[[], T] | None = make
-        self._value: T | None = None
-
-    def get(self) -> T:
-        if self._make is not None:
-            self._value, self._make = self._make(), None
-        return self._value  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -321,7 +306,8 @@ class RoutedPolicy:
         if best is not None:
             return Dispatch(best.task_id, worker_id, Reason.IDLE_HOLDER, miss=False)
         # A label whose holders are gone or too slow to drain its queue: load it here.
-        displaced = _Lazy(lambda: self._displacement(worker, None, now))
+        # Worked out on first use, once for all the labels waiting (`_cheap_here`).
+        displaced = functools.cache(lambda: self._displacement(worker, None, now))
         cold_seen = 0
         for label in self.queue.labels():
             waiting = self.queue.count(label)
@@ -383,14 +369,16 @@ class RoutedPolicy:
         cold wait, for a label nobody holds, where it would evict."""
         return self.cold_wait_s > 0.0 and not worker.has_room and not self.registry.holders(label)
 
-    def _cheap_here(self, label: str, displaced: _Lazy[_Displacement | None], now: float) -> bool:
+    def _cheap_here(
+        self, label: str, displaced: Callable[[], _Displacement | None], now: float
+    ) -> bool:
         """Whether a freed worker should load `label`, which nobody holds, though it must
         evict: only where the load is cheap enough (`admits`). A task whose wait is over is
         loaded by `rescue` on the best of a sample, not on whichever worker frees up first
         (often the holder of a hot label). `displaced`: what a load on the worker displaces,
         worked out once for all the labels waiting (none of them is on it, so it is the same
         for each)."""
-        plan = displaced.get()
+        plan = displaced()
         if plan is None:
             return False
         return self.admits(label, plan.cost(self.estimates.load_ms(label) / 1000.0), now)
