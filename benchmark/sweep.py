@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -132,7 +133,10 @@ def sweep(config: SimulateConfig, seeds: Sequence[int], *, jobs: int = 1) -> See
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if jobs == 1 or len(seeds) == 1:
         return SeedSweep(tuple(_simulate_seed(config, seed) for seed in seeds))
-    with ProcessPoolExecutor(min(jobs, len(seeds))) as pool:
+    # Spawned, not forked: a fork of a process with threads (a test runner's, a logging
+    # handler's) may deadlock, and each seed needs nothing from this process but its config.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(jobs, len(seeds)), mp_context=context) as pool:
         reports = pool.map(_simulate_seed, [config] * len(seeds), seeds)
         return SeedSweep(tuple(reports))
 
