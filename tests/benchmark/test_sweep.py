@@ -5,26 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from benchmark.__main__ import main, parse
-from benchmark.simulate import SimulateConfig, SimulateReport, simulate
-from benchmark.simulation import WorkerModel
+from benchmark.simulate import SimulateReport, simulate
 from benchmark.sweep import SeedSweep, parse_seeds, render_sweep, sweep
-from benchmark.trace import TraceConfig
-from dispatcher.config import Config
+from tests.benchmark.test_simulate import SMALL, _without_wall_times
 
-TINY = SimulateConfig(
-    trace=TraceConfig(
-        requests=1500, labels=60, distribution="zipf", zipf_s=1.1, mode="open", rate=80.0
-    ),
-    workers=10,
-    model=WorkerModel(capacity=2, load_ms=270.0, load_stddev_ms=30.0, run_ms=10.0),
-    dispatcher=Config(max_queue=1_000_000),
-    policies=("random", "routed"),
-    preload="off",
+#: The small Zipf simulation of test_simulate, shorter, with routed and random only.
+TINY = replace(
+    SMALL, trace=replace(SMALL.trace, requests=1500), policies=("random", "routed"), preload="off"
 )
 SEEDS = (1, 2, 3)
 
@@ -71,21 +62,15 @@ def result() -> SeedSweep:
     return sweep(TINY, SEEDS)
 
 
-def _numbers(report: SimulateReport) -> dict[str, Any]:
-    data = report.to_json()
-    data.pop("references_wall_s")
-    for run in data["runs"]:
-        run.pop("wall_s")
-    return data
-
-
 def test_each_seed_is_the_single_run_of_that_seed(
     result: SeedSweep, single_runs: dict[int, SimulateReport]
 ) -> None:
     """The sweep's report of seed N is what `simulate` gives with seed N."""
     assert result.seeds == SEEDS
     for report in result.reports:
-        assert _numbers(report) == _numbers(single_runs[report.config.trace.seed])
+        assert _without_wall_times(report) == _without_wall_times(
+            single_runs[report.config.trace.seed]
+        )
 
 
 def test_totals_add_up_the_seeds(result: SeedSweep, single_runs: dict[int, SimulateReport]) -> None:
@@ -107,10 +92,12 @@ def test_totals_add_up_the_seeds(result: SeedSweep, single_runs: dict[int, Simul
     assert result.seeds_at_or_below("random", "lru") == 0
 
 
-def test_seeds_in_several_processes_give_the_same_numbers(result: SeedSweep) -> None:
+def test_seeds_in_several_processes_give_the_same_without_wall_times(result: SeedSweep) -> None:
     """`jobs` changes only where the seeds run, not what they give."""
     parallel = sweep(TINY, SEEDS, jobs=2)
-    assert [_numbers(r) for r in parallel.reports] == [_numbers(r) for r in result.reports]
+    assert [_without_wall_times(r) for r in parallel.reports] == [
+        _without_wall_times(r) for r in result.reports
+    ]
 
 
 def test_render_shows_every_seed_the_sums_and_the_comparisons(result: SeedSweep) -> None:
