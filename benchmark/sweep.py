@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from benchmark.references import POLICIES
 from benchmark.simulate import SimulateConfig, SimulateReport, simulate
 
 __all__ = ["SeedSweep", "parse_seeds", "render_sweep", "sweep", "write_sweep_json"]
@@ -95,8 +96,6 @@ class SeedSweep:
 
     def to_json(self) -> dict[str, Any]:
         """Every seed's report and the sums, as a JSON object."""
-        references = self.reports[0].references.whole.to_json()
-        policies = [key for key in references if key not in ("cache_size", "requests", "start")]
         return {
             "seeds": list(self.seeds),
             "totals": {
@@ -116,7 +115,7 @@ class SeedSweep:
                         "misses": self.reference(policy),
                         "misses_second_half": self.reference(policy, second_half=True),
                     }
-                    for policy in policies
+                    for policy in POLICIES
                 },
             },
             "reports": [report.to_json() for report in self.reports],
@@ -166,10 +165,9 @@ def render_sweep(result: SeedSweep) -> str:
         f"{tc.distribution}{shape}, {tc.requests} tasks{rate}: misses on seeds "
         f"{', '.join(map(str, result.seeds))}"
     )
-    references = ("lru", "wtinylfu", "lfu", "belady", "compulsory")
     table = Table(title=title, title_justify="left")
     table.add_column("seed")
-    for name in (*result.variants, *references):
+    for name in (*result.variants, *POLICIES):
         table.add_column(name, justify="right")
     shown = "routed" if "routed" in result.variants else result.variants[0]
     table.add_column(f"p50 ms ({shown})", justify="right")
@@ -178,19 +176,19 @@ def render_sweep(result: SeedSweep) -> str:
         table.add_row(
             str(report.config.trace.seed),
             *(str(run.misses) for run in report.runs),
-            *(str(whole.misses(policy)) for policy in references),
+            *(str(whole.misses(policy)) for policy in POLICIES),
             f"{report.run(shown).latency_p50_ms:.1f}",
         )
     table.add_row(
         "sum",
         *(str(result.misses(name)) for name in result.variants),
-        *(str(result.reference(policy)) for policy in references),
+        *(str(result.reference(policy)) for policy in POLICIES),
         "",
     )
     table.add_row(
         "2nd half",
         *(str(result.misses(name, second_half=True)) for name in result.variants),
-        *(str(result.reference(policy, second_half=True)) for policy in references),
+        *(str(result.reference(policy, second_half=True)) for policy in POLICIES),
         "",
     )
     console = Console(width=150, record=True, file=io.StringIO())
