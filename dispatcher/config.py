@@ -133,13 +133,21 @@ class Config:
     max_preload_share: float = setting(
         0.25, "routed policy: most of the idle workers that may be loading a preload at once"
     )
-    # Off by default: it saves loads (200 workers x 2, 1,000 Zipf labels, 1,200 tasks/s: 6-7%
-    # fewer misses with 500 ms) by making first calls of cold labels wait (p99 of all tasks
-    # ~1.2 s instead of ~0.7 s); the README's routing-at-scale section has the trade.
+    # It saves loads (200 workers x 2, 1,000 Zipf labels, 1,200 tasks/s: 6-8% fewer misses)
+    # by making some first calls of cold labels wait (p99 of all tasks ~1.2 s instead of ~0.7 s),
+    # and only while waiting pays (dispatcher/cold_wait.py): where labels are worth alike, as
+    # on the reference scenarios, it holds only its probes. 0 turns it off; the README's
+    # routing-at-scale section has the trade.
     cold_wait_ms: float = setting(
-        0.0,
+        500.0,
         "routed policy: a task for a label no worker holds waits up to this long for a worker "
-        "where loading it evicts a label worth at most half as much (0: load at once)",
+        "where loading it evicts a label worth at most half as much, while such waits pay "
+        "(0: load at once)",
+    )
+    cold_wait_adaptive: bool = setting(
+        True,
+        "routed policy: hold cold tasks only while such holds have been paying, bar 1 in 50 "
+        "probes (false: hold every one the cold wait would)",
     )
     max_json_depth: int = setting(32, "deepest nesting of a task's parameters JSON (deeper: 422)")
     # Early checks of `embed_texts`-style parameters; the worker checks again.

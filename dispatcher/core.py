@@ -13,6 +13,7 @@ import logging
 import random
 from collections.abc import Iterable
 
+from dispatcher.cold_wait import MIN_PAID_SHARE, ColdWaitPayoff
 from dispatcher.config import Config
 from dispatcher.demand import DemandModel
 from dispatcher.errors import (
@@ -28,7 +29,7 @@ from dispatcher.health import WorkerHealth
 from dispatcher.interfaces import Cancellable, Clock, CoreObserver, Timers, WorkerLink
 from dispatcher.recovery import HOLD_GRACE_S, REJOIN_SETTLE_S, HeldTasks, claim_restored
 from dispatcher.registry import Registry, WorkerRecord, WorkerState
-from dispatcher.routing import Decision, Dispatch, Reason, make_policy
+from dispatcher.routing import UNPAID_COLD_HOLDS, Decision, Dispatch, Reason, make_policy
 from dispatcher.tasks import ResultStore, TaskQueue, TaskRecord, TaskState
 from dispatcher.worker_input import parse_result_json
 from proto import smartrouting_pb2 as pb
@@ -56,6 +57,10 @@ class Core:
         self.results = ResultStore(config.result_ttl_s, config.max_results, config.max_result_bytes)
         self.estimates = LabelEstimates()
         self.demand = DemandModel(config.demand_time_constant_s, config.target_utilisation)
+        # Not adaptive: a share of 0 always counts as paying, so every cold task is held.
+        self.cold_payoff = ColdWaitPayoff(
+            min_paid_share=MIN_PAID_SHARE if config.cold_wait_adaptive else 0.0
+        )
         self.policy = make_policy(
             config.policy,
             self.registry,
@@ -66,6 +71,7 @@ class Core:
             self.demand,
             config.max_preload_share,
             config.cold_wait_ms / 1000.0,
+            self.cold_payoff,
         )
         self.links: dict[str, WorkerLink] = {}
         self.running: dict[str, TaskRecord] = {}
@@ -351,6 +357,9 @@ class Core:
             return
         task.state = TaskState.QUEUED
         self.queue.push(task, front=front)
+        if decision.reason is Reason.COLD_WAIT:
+            task.cold_held = True
+            self.cold_payoff.held()
         if decision.recheck_after_s is not None:
             self.timers.call_later(decision.recheck_after_s, self._rescue)
         now = self.clock.monotonic()
@@ -363,6 +372,9 @@ class Core:
             raise RuntimeError(f"no link for worker {decision.worker_id!r}")
         now = self.clock.monotonic()
         self.queue.remove(task.task_id)
+        if task.cold_held:
+            task.cold_held = False
+            self.cold_payoff.record(paid=decision.reason not in UNPAID_COLD_HOLDS)
         task.state = TaskState.RUNNING
         task.attempt += 1
         task.worker_id = decision.worker_id

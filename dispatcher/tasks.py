@@ -72,6 +72,9 @@ class TaskRecord:
     owner: str | None = None
     #: Size of the answer it keeps once finished (the worker's result JSON), in bytes.
     answer_bytes: int = 0
+    #: Held by the routing policy's cold wait (its label nobody holds waits for a cheap place);
+    #: cleared once the hold's outcome is recorded (`dispatcher.cold_wait`).
+    cold_held: bool = False
     #: Digest of the parameters once they are dropped (`drop_parameters`); "" while held.
     parameters_digest: str = ""
 

@@ -81,7 +81,8 @@ def test_dispatchers_are_replicated_with_health_probes(default_render: Rendered)
     assert _value(env, "DISPATCHER_PORT") == "8080"
     assert _value(env, "DISPATCHER_POLICY") == "routed"
     assert _value(env, "RANDOM_DISPATCH") == "false"
-    assert _value(env, "DISPATCHER_COLD_WAIT_MS") == "0"
+    assert _value(env, "DISPATCHER_COLD_WAIT_MS") == "500"
+    assert _value(env, "DISPATCHER_COLD_WAIT_ADAPTIVE") == "true"
 
 
 def test_random_dispatch_value_reaches_the_dispatcher(full_render: Rendered) -> None:
@@ -91,14 +92,17 @@ def test_random_dispatch_value_reaches_the_dispatcher(full_render: Rendered) -> 
     assert "policy random" in full_render.notes
 
 
-def test_cold_wait_value_reaches_the_dispatcher(full_render: Rendered) -> None:
-    """dispatcher.coldWaitMs sets DISPATCHER_COLD_WAIT_MS, which the dispatcher reads."""
+def test_cold_wait_values_reach_the_dispatcher(full_render: Rendered) -> None:
+    """dispatcher.coldWaitMs and coldWaitAdaptive set DISPATCHER_COLD_WAIT_MS and
+    DISPATCHER_COLD_WAIT_ADAPTIVE, which the dispatcher reads."""
     (container,) = containers(full_render.one("Deployment", DISPATCHER))
     env = {
         name: str(entry["value"]) for name, entry in env_of(container).items() if "value" in entry
     }
-    assert env["DISPATCHER_COLD_WAIT_MS"] == "500"
-    assert Config.from_env(env).cold_wait_ms == 500.0
+    assert env["DISPATCHER_COLD_WAIT_MS"] == "1000"
+    assert env["DISPATCHER_COLD_WAIT_ADAPTIVE"] == "false"
+    config = Config.from_env(env)
+    assert (config.cold_wait_ms, config.cold_wait_adaptive) == (1000.0, False)
 
 
 def test_dispatcher_uploader_url_names_the_uploader_service(default_render: Rendered) -> None:

@@ -42,7 +42,7 @@ async def test_a_cold_task_waits_then_loads(dispatcher_factory, workers, cold_wa
     """With the wait on, the task for "c" is queued as a cold wait, then loaded on one of
     the workers once the wait is over (the server's re-check timer, no worker frees up);
     with it off, it is loaded at once. Either way it is answered with its result."""
-    d = dispatcher_factory(task_timeout_s=20.0, cold_wait_ms=cold_wait_ms)
+    d = dispatcher_factory(task_timeout_s=20.0, cold_wait_ms=cold_wait_ms, cold_wait_adaptive=False)
     await workers(d.ws_url, "w-a", capacity=1, labels=["a"])
     await workers(d.ws_url, "w-b", capacity=1, labels=["b"])
     async with httpx.AsyncClient(base_url=d.base_url, timeout=30.0) as client:
@@ -61,7 +61,7 @@ async def test_a_cold_task_waits_then_loads(dispatcher_factory, workers, cold_wa
 async def test_a_cold_task_past_its_deadline_is_answered(dispatcher_factory, workers) -> None:
     """A task still waiting for a cheap place when its deadline passes gets 504, and no
     worker was sent it: the wait never drops a task."""
-    d = dispatcher_factory(task_timeout_s=20.0, cold_wait_ms=30_000.0)
+    d = dispatcher_factory(task_timeout_s=20.0, cold_wait_ms=30_000.0, cold_wait_adaptive=False)
     wa = await workers(d.ws_url, "w-a", capacity=1, labels=["a"])
     wb = await workers(d.ws_url, "w-b", capacity=1, labels=["b"])
     async with httpx.AsyncClient(base_url=d.base_url, timeout=30.0) as client:

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from dispatcher.cold_wait import ColdWaitPayoff
 from dispatcher.demand import DemandModel
 from dispatcher.estimates import LabelEstimates
 from dispatcher.registry import Registry, WorkerRecord
@@ -24,8 +25,10 @@ from dispatcher.tasks import TaskQueue, TaskRecord
 NOW = 100.0
 
 
-def make_task(task_id: str, label: str) -> TaskRecord:
-    return TaskRecord(task_id, "t", label, "{}", NOW, NOW + 300, 0, enqueued_at=NOW)
+def make_task(task_id: str, label: str, cold_held: bool = False) -> TaskRecord:
+    return TaskRecord(
+        task_id, "t", label, "{}", NOW, NOW + 300, 0, enqueued_at=NOW, cold_held=cold_held
+    )
 
 
 def policy_of(
@@ -36,10 +39,12 @@ def policy_of(
     capacity: int = 2,
     seed: int = 0,
     cold_wait_s: float = 0.0,
+    paying: bool = True,
 ) -> RoutedPolicy:
     """Workers with their labels; `demand`: arrivals per label at NOW (rate = n / 10 s);
-    `busy`: workers running a task of their first label; `queued`: labels with a queued task;
-    `cold_wait_s`: the policy's cold wait (0: off)."""
+    `busy`: workers running a task of their first label; `queued`: labels with a queued task
+    (held by the cold wait, if there is one); `cold_wait_s`: the policy's cold wait (0: off);
+    `paying`: whether its holds have been paying (`ColdWaitPayoff`)."""
     registry = Registry()
     for wid, labels in workers.items():
         registry.add(WorkerRecord(wid, capacity=capacity, slots=1), labels, now=1.0)
@@ -47,14 +52,21 @@ def policy_of(
             registry.assign(wid, f"run-{wid}", labels[0], now=NOW)
     queue = TaskQueue()
     for i, label in enumerate(queued):
-        queue.push(make_task(f"q{i}", label))
+        queue.push(make_task(f"q{i}", label, cold_held=cold_wait_s > 0))
     model = DemandModel(time_constant_s=10.0, target_utilisation=0.7)
     for label, arrivals in (demand or {}).items():
         for _ in range(arrivals):
             model.record(label, NOW)
     estimates = LabelEstimates(default_load_ms=300.0, default_run_ms=10.0)
+    payoff = ColdWaitPayoff(paid=1.0, unpaid=0.0) if paying else ColdWaitPayoff()
     return RoutedPolicy(
-        registry, queue, estimates, demand=model, rng=random.Random(seed), cold_wait_s=cold_wait_s
+        registry,
+        queue,
+        estimates,
+        demand=model,
+        rng=random.Random(seed),
+        cold_wait_s=cold_wait_s,
+        cold_payoff=payoff,
     )
 
 
@@ -315,6 +327,37 @@ def test_cold_wait_next_for(labels: list[str], cold_wait_s: float, loads: bool) 
         assert (decision.task_id, decision.worker_id, decision.miss) == ("q0", "w1", True)
 
 
+def test_a_queued_task_the_wait_did_not_hold_loads_on_the_first_freed_worker() -> None:
+    """Only tasks the cold wait held (`cold_held`) wait for a cheap place: a task of a label
+    nobody holds that was queued for another reason (no idle worker, or its holds had stopped
+    paying) loads where the first worker frees up, as with no cold wait."""
+    policy = policy_of(WARM_WORKER, WARM_DEMAND, cold_wait_s=COLD_WAIT_S)
+    policy.queue.push(make_task("q", "new"))
+    decision = policy.next_for("w1", NOW + 0.1)
+    assert decision is not None
+    assert (decision.task_id, decision.worker_id, decision.reason) == ("q", "w1", Reason.LOAD_EVICT)
+    assert decision.miss and len(decision.evict) == 1
+
+
+@pytest.mark.parametrize(
+    ("paying", "least", "most"),
+    [
+        pytest.param(True, 2000, 2000, id="paying-every-cold-task-is-held"),
+        pytest.param(False, 20, 70, id="not-paying-only-the-1-in-50-probes-are-held"),
+    ],
+)
+def test_the_cold_wait_holds_only_while_it_pays(paying: bool, least: int, most: int) -> None:
+    """Of 2,000 tasks for a label nobody holds, where loading it would evict a label worth
+    more: all are held while holds pay; otherwise ~40 probes are, and the rest load at once."""
+    policy = policy_of(WARM_WORKER, WARM_DEMAND, cold_wait_s=COLD_WAIT_S, paying=paying)
+    decisions = [policy.place(make_task(f"t{i}", "new"), NOW) for i in range(2000)]
+    held = sum(1 for d in decisions if isinstance(d, Enqueue) and d.reason is Reason.COLD_WAIT)
+    assert least <= held <= most
+    loaded = [d for d in decisions if isinstance(d, Dispatch)]
+    assert len(loaded) == 2000 - held
+    assert all(d.reason is Reason.LOAD_EVICT and d.evict == ("warm",) for d in loaded)
+
+
 def test_a_task_whose_cold_wait_is_over_is_loaded_where_it_costs_least() -> None:
     """`rescue` leaves the task until its wait is over, then loads it on the cheaper of two
     idle workers (w2, evicting a label nobody asks for), cheap or not."""
@@ -326,7 +369,7 @@ def test_a_task_whose_cold_wait_is_over_is_loaded_where_it_costs_least() -> None
     )
     assert policy.rescue(NOW + COLD_WAIT_S - 0.01) is None
     decision = policy.rescue(NOW + COLD_WAIT_S + 0.01)
-    assert decision == Dispatch("q0", "w2", Reason.LOAD_EVICT, miss=True, evict=("cool",))
+    assert decision == Dispatch("q0", "w2", Reason.COLD_WAIT_OVER, miss=True, evict=("cool",))
 
 
 @pytest.mark.parametrize(
