@@ -27,6 +27,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from dispatcher.cold_wait import MIN_PAID_SHARE
+
 if TYPE_CHECKING:
     from dispatcher.registry import WorkerRecord
 
@@ -110,6 +112,12 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "smartrouting_queue_depth", "Tasks waiting for a worker.", registry=r
+        )
+        self.cold_wait_paid_share = Gauge(
+            "smartrouting_cold_wait_paid_share",
+            "Share of the recent cold-wait holds that found a cheap worker; the routed policy "
+            f"holds cold tasks while it is at least {MIN_PAID_SHARE:g} (dispatcher/cold_wait.py).",
+            registry=r,
         )
         self.in_flight = Gauge(
             "smartrouting_tasks_in_flight", "Tasks running on workers.", registry=r

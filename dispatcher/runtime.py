@@ -146,7 +146,9 @@ class Dispatcher:
             for o in (self.catalogue, self.stats, self.admission, self.persistence, self._waiters)
             if o
         )
-        self.stats.watch(self.core.registry, self.core.queue, self.core.running)
+        self.stats.watch(
+            self.core.registry, self.core.queue, self.core.running, self.core.cold_payoff
+        )
         # What happened, for operators: log lines and the status page's recent tasks.
         self.recent_tasks = RecentTasks()
         self.core.observers.extend((EventLog(), self.recent_tasks))

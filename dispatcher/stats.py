@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from dispatcher.cold_wait import ColdWaitPayoff
 from dispatcher.interfaces import NullObserver
 from dispatcher.metrics import Metrics
 from dispatcher.registry import Registry, WorkerRecord, WorkerState
@@ -67,8 +68,16 @@ class Stats(NullObserver):
         #: `metric_label` keeps labels outside the catalogue out (bounded cardinality).
         self.label_key = label_key
 
-    def watch(self, registry: Registry, queue: TaskQueue, running: dict[str, TaskRecord]) -> None:
+    def watch(
+        self,
+        registry: Registry,
+        queue: TaskQueue,
+        running: dict[str, TaskRecord],
+        cold_payoff: ColdWaitPayoff | None = None,
+    ) -> None:
         """Gauges read the core's state when scraped instead of being set on every change."""
+        if cold_payoff is not None:
+            self.metrics.cold_wait_paid_share.set_function(lambda: cold_payoff.paid_share)
         self.metrics.queue_depth.set_function(lambda: len(queue))
         self.metrics.in_flight.set_function(lambda: len(running))
         self.metrics.workers_connected.set_function(lambda: len(registry))

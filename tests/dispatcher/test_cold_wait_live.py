@@ -30,11 +30,15 @@ async def _warm_up(client: httpx.AsyncClient) -> None:
             assert answer.status_code == 200 and answer.json()["label_miss"] is False
 
 
-def _cold_waits(metrics: str) -> float:
+def _sample(metrics: str, name: str) -> float | None:
     for line in metrics.splitlines():
-        if line.startswith(COLD_WAIT_DECISIONS):
+        if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return None
+
+
+def _cold_waits(metrics: str) -> float:
+    return _sample(metrics, COLD_WAIT_DECISIONS) or 0.0
 
 
 @pytest.mark.parametrize("cold_wait_ms", [0.0, 300.0])
@@ -52,8 +56,12 @@ async def test_a_cold_task_waits_then_loads(dispatcher_factory, workers, cold_wa
         body = answer.json()
         assert body["label_miss"] is True
         assert body["result"] == {"label": "c", "worker": body["worker_id"]}
-        waited = _cold_waits((await client.get("/metrics")).text)
-        assert waited == (1.0 if cold_wait_ms else 0.0)
+        metrics = (await client.get("/metrics")).text
+        assert _cold_waits(metrics) == (1.0 if cold_wait_ms else 0.0)
+        # The hold ran out with no cheap worker: it did not pay, and the gauge says so.
+        assert d.core.cold_payoff.holds_total == (1 if cold_wait_ms else 0)
+        assert d.core.cold_payoff.paid_total == 0
+        assert _sample(metrics, "smartrouting_cold_wait_paid_share") == 0.0
         labels = (await client.get("/labels")).json()
         assert labels["c"] == [body["worker_id"]]
 
