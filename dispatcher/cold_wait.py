@@ -16,7 +16,8 @@ on the reference scenario (2 workers, 5 uniform labels on 4 slots) 1 of 455 hold
 misses fell by 13 of 480, and the p99 of all tasks rose from 0.73 to 1.24 s.
 
 So the policy holds cold tasks only while the decayed share of holds that paid (over the last
-~`OUTCOME_MEMORY` outcomes, starting from one paid and one not) is at least `MIN_PAID_SHARE`;
+~`OUTCOME_MEMORY` outcomes, starting from none paid of `PRIOR_UNPAID`) is at least
+`MIN_PAID_SHARE`;
 below it one task in `PROBE_ODDS` that it would hold is still held, at random, so the share
 follows the traffic when it changes. Pure data: the core records holds and their outcomes, the
 policy reads `holds`.
@@ -28,24 +29,24 @@ import random
 from dataclasses import dataclass
 
 #: Below this share of holds that paid, cold tasks are no longer held (bar the probes). Between
-#: the measured shares: ~1 in 6 on Zipf(1.1) traffic over 1,000 labels, under 1 in 400 on the
-#: reference scenario.
+#: the measured shares: 15-27% on Zipf(1.1) traffic over 1,000 labels, 0-9% on the reference
+#: scenario (0.2% there when every cold task is held).
 MIN_PAID_SHARE = 0.1
 
 #: Outcomes over which the paid share is counted (each outcome's weight decays by
 #: 1 - 1/memory per later outcome): long enough that a run of unlucky holds under skewed
-#: traffic does not switch the wait off, short enough that a fleet where it does not pay stops
-#: holding after its first ~20 holds.
+#: traffic does not switch the wait off (a share near 1 in 6 rarely dips below 1 in 10 over
+#: 400), short enough that a change of traffic shows within a few hundred holds.
 OUTCOME_MEMORY = 400.0
 
 #: While holds do not pay, one in this many cold tasks is still held, to notice when they
-#: would: on the reference scenario ~10 of 2,400 tasks wait for nothing, and at 1,200 tasks/s
-#: over 1,000 Zipf labels (~100 holds/s) holding resumes within seconds.
+#: would: on the reference scenario 5-12 of 2,400 tasks wait for nothing, and at 1,200 tasks/s
+#: over 1,000 Zipf labels (~100 cold tasks/s) holding resumes within seconds. Probing 1 in 20
+#: held ~30 tasks per reference run (p99 0.81-0.99 s instead of 0.73-0.79 s).
 PROBE_ODDS = 50
 
-
 #: Holds counted as unpaid before any outcome: holding starts off, so a fleet where it does
-#: not pay never holds more than its probes (on the reference scenario, 5-10 of 2,400 tasks).
+#: not pay never holds more than its probes (on the reference scenario, 5-12 of 2,400 tasks).
 PRIOR_UNPAID = 4.0
 
 

@@ -91,7 +91,7 @@ import enum
 import functools
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from dispatcher.cold_wait import ColdWaitPayoff
@@ -379,13 +379,7 @@ class RoutedPolicy:
                 continue
             decision = self._load_anywhere(task, now)
             if decision is not None:
-                return Dispatch(
-                    decision.task_id,
-                    decision.worker_id,
-                    Reason.COLD_WAIT_OVER,
-                    decision.miss,
-                    decision.evict,
-                )
+                return replace(decision, reason=Reason.COLD_WAIT_OVER)
         return None
 
     def _waits_cold(self, worker: WorkerRecord, task: TaskRecord) -> bool:

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
-pytestmark = pytest.mark.timeout(60)
+from tests.dispatcher.test_logs import samples, value
 
-COLD_WAIT_DECISIONS = 'smartrouting_routing_decisions_total{reason="cold_wait"}'
+pytestmark = pytest.mark.timeout(60)
 
 
 def task(label: str, **extra: Any) -> dict[str, Any]:
@@ -30,15 +30,10 @@ async def _warm_up(client: httpx.AsyncClient) -> None:
             assert answer.status_code == 200 and answer.json()["label_miss"] is False
 
 
-def _sample(metrics: str, name: str) -> float | None:
-    for line in metrics.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 def _cold_waits(metrics: str) -> float:
-    return _sample(metrics, COLD_WAIT_DECISIONS) or 0.0
+    return (
+        value(samples(metrics), "smartrouting_routing_decisions_total", reason="cold_wait") or 0.0
+    )
 
 
 @pytest.mark.parametrize("cold_wait_ms", [0.0, 300.0])
@@ -61,7 +56,7 @@ async def test_a_cold_task_waits_then_loads(dispatcher_factory, workers, cold_wa
         # The hold ran out with no cheap worker: it did not pay, and the gauge says so.
         assert d.core.cold_payoff.holds_total == (1 if cold_wait_ms else 0)
         assert d.core.cold_payoff.paid_total == 0
-        assert _sample(metrics, "smartrouting_cold_wait_paid_share") == 0.0
+        assert value(samples(metrics), "smartrouting_cold_wait_paid_share") == 0.0
         labels = (await client.get("/labels")).json()
         assert labels["c"] == [body["worker_id"]]
 
