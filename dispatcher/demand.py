@@ -17,29 +17,35 @@ For eviction the model also keeps a **frequency** with a memory counted in arriv
 seconds (as TinyLFU's sample is): tail labels near the cache boundary are asked for a few times
 in 10 s, too few to rank them. How long that memory should be depends on the traffic, so the
 model keeps several, a mixture of experts: each label has one count per memory in
-`frequency_memories` (500, 2,000 and 24,000 arrivals; a count decays by exp(-1/memory) per
-arrival of any label), and each memory is scored by how well it predicted the labels that did
+`frequency_memories` (2,000 and 24,000 arrivals; a count decays by exp(-1/memory) per arrival
+of any label), and one more expert counts its arrivals since the last change of the mix that
+`dispatcher.shift_detector` declared (a CUSUM test; on steady traffic it never fires, so these
+counts are all-time counts). Each expert is scored by how well it predicted the labels that did
 arrive (a decayed log-likelihood over the last ~`SCORE_MEMORY` arrivals of labels seen before;
-first-ever arrivals say nothing about ranking). `frequency` weighs the memories by the softmax
-of their scores, the shortest one's lowered by a prior of `SHORTEST_MEMORY_PRIOR_NATS`. On a
-steady Zipf stream the long memory predicts better and takes the weight within a few thousand
-arrivals; when the hot set moves, the 500-arrival memory wins within a few hundred arrivals
-and the old counts stop deciding, and once the new hot set has been asked for a few thousand
-times the 2,000-arrival memory, less noisy, takes over. Measured (`python -m benchmark
-simulate`, 200 workers x 2, 1,000 labels, 72,000 tasks, seeds 1-3 summed; README "Routing at
-scale"): Zipf(1.1) 22,198 misses at 400 tasks/s and 23,036 at 1,200/s (W-TinyLFU on one pooled
-cache: 23,325; one 12,000-arrival memory: 22,402 and 23,234); the shifting trace (a new hot set
-every 10 s) 31,964 at 400/s and 27,762 at 1,200/s (one pooled LRU cache: 31,846 and 29,022;
-one memory: 36,284 and 29,368, it remembered three hot sets; the 2,000- and 24,000-arrival
-pair without the shortest: 32,639 and 27,885). The prior keeps the shortest memory out where
-the experts predict alike: on the reference scenarios (5 labels, uniform) it took 5-30% of the
-weight without it and the misses of seeds 1-3 rose from 480 / 486 / 496 to 491 / 510 / 501.
+first-ever arrivals say nothing about ranking), and `frequency` weighs them by the softmax of
+their scores. On a steady Zipf stream the long memory and the all-time counts share the weight;
+when the hot set jumps, the detector fires within ~80 arrivals, the counts since the jump hold
+none of the old hot set and take the weight within a few hundred arrivals.
+
+Measured (`python -m benchmark simulate`, 200 workers x 2, 1,000 labels, 24,000 tasks, seeds
+1-10 summed, the dispatcher's defaults; README "Routing at scale"). The shifting trace (a new
+hot set every 10 s) at 400 tasks/s: 35,397 misses with the counts since the change, 36,133
+with the memories alone (then 500, 2,000 and 24,000 arrivals), one pooled LRU cache 35,923;
+at 1,200/s 28,867 and 29,676 (LRU 32,855). Zipf(1.1) at 400 / 800 / 1,200 tasks/s: 26,905 /
+26,369 / 26,092, and 26,824 / 26,431 / 26,221 before (W-TinyLFU on one pooled cache: 27,723).
+A 500-arrival memory, which followed a jump before the detector did, ranked the new hot set
+more noisily than the counts since it (seeds 1-5 at 400/s: 17,959 misses with it, 17,630
+without) and is gone; with it went the prior that kept it out of uniform traffic, which the
+2,000-arrival memory does not need (reference scenario, seeds 1-10: 4,908 misses, 4,970 with
+that prior on the 2,000-arrival memory).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+from dispatcher.shift_detector import ShiftDetector
 
 #: A label whose rate fell below this (requests/s) counts as having no demand.
 NO_DEMAND_RATE = 1e-3
@@ -51,21 +57,15 @@ FORGOTTEN_COUNT = math.exp(-3.0)
 #: A label silent for longer than GAP_FACTOR / rate is taken to have slowed down (see `rate`).
 GAP_FACTOR = 2.0
 
-#: The memories (arrivals of any label) of the frequency's experts: a short one that follows a
-#: hot set in the first thousand requests after it moved, a middle one that ranks it once it
-#: has been asked for a few thousand times, and a long one that ranks a steady Zipf tail
-#: (1.25, 5 and 60 x the 400 slots of the measured deployment; see the module docstring).
-FREQUENCY_MEMORIES = (500, 2_000, 24_000)
+#: The memories (arrivals of any label) of the frequency's decaying experts: one that follows a
+#: mix that drifts rather than jumps, and a long one that ranks a steady Zipf tail (5 and 60 x
+#: the 400 slots of the measured deployment; the counts since the last detected change are
+#: the third expert; see the module docstring).
+FREQUENCY_MEMORIES = (2_000, 24_000)
 
 #: Arrivals over which the experts' predictions are scored (their scores decay by
 #: exp(-1/SCORE_MEMORY) per scored arrival): short, so that a shift shows within ~1,000 requests.
 SCORE_MEMORY = 1_000
-
-#: Prior odds against the shortest memory, in nats: it is the noisiest, so it takes the weight
-#: only on clear evidence (a moved hot set puts it hundreds of nats ahead within a thousand
-#: arrivals), not on the few nats by which the scores wander where the experts predict alike
-#: (5 labels of uniform traffic: there it made eviction LRU-like and cost 1-5% more misses).
-SHORTEST_MEMORY_PRIOR_NATS = 5.0
 
 #: Pseudo-count of every known label when an expert's prediction is scored, so that a label an
 #: expert has forgotten costs it a large but finite penalty.
@@ -80,6 +80,10 @@ class _Rate:
     #: arrival number `counted_at`.
     counts: list[float]
     counted_at: int
+    #: Arrivals of this label since the last detected change of the mix (`ShiftDetector`),
+    #: valid while `epoch` is the model's.
+    settled: int = 0
+    epoch: int = 0
 
 
 @dataclass
@@ -89,6 +93,9 @@ class DemandModel:
     time_constant_s: float = 10.0
     target_utilisation: float = 0.7
     frequency_memories: tuple[int, ...] = FREQUENCY_MEMORIES
+    #: Whether the counts since the last detected change are one of the experts (the
+    #: memories alone when False, as tests of the memories need).
+    settled_expert: bool = True
     _rates: dict[str, _Rate] = field(default_factory=dict)
     #: Arrivals recorded so far; every label's decayed rates together (requests/s at
     #: `_total_at`); when the first arrival came.
@@ -98,13 +105,19 @@ class DemandModel:
     _started_at: float | None = field(default=None, init=False, repr=False)
     #: Each memory's decayed log-likelihood of the arrivals it was scored on, and the weights
     #: `frequency` gives the memories (the softmax of the scores).
+    #: The last expert is the settled one: counts since the last detected change.
     _scores: list[float] = field(init=False, repr=False)
     _weights: list[float] = field(init=False, repr=False)
+    #: The change detector, the current epoch (bumped on each detected change) and the
+    #: arrivals counted in it.
+    shifts: ShiftDetector = field(default_factory=ShiftDetector, repr=False)
+    _epoch: int = field(default=0, init=False, repr=False)
+    _epoch_arrivals: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.frequency_memories or min(self.frequency_memories) < 1:
             raise ValueError(f"frequency memories must be >= 1, got {self.frequency_memories}")
-        self._scores = [0.0] * len(self.frequency_memories)
+        self._scores = [0.0] * (len(self.frequency_memories) + 1)
         self._reweigh()
 
     def record(self, label: str, now: float) -> None:
@@ -116,17 +129,43 @@ class DemandModel:
         self._total = self._total * self._decay(now - self._total_at) + step
         self._total_at = now
         entry = self._rates.get(label)
+        settled = self._settled(entry)
+        started = self.shifts.observe(
+            label, settled, self._epoch_arrivals, len(self._rates), first_ever=entry is None
+        )
         if entry is None:
-            self._rates[label] = _Rate(
+            entry = self._rates[label] = _Rate(
                 step, now, [1.0] * len(self.frequency_memories), self._arrivals
             )
-            return
-        counts = self._counts(entry)
-        self._score(counts)
-        entry.value = entry.value * self._decay(now - entry.at) + step
-        entry.at = now
-        entry.counts = [count + 1.0 for count in counts]
-        entry.counted_at = self._arrivals
+        else:
+            counts = self._counts(entry)
+            self._score(counts, settled)
+            entry.value = entry.value * self._decay(now - entry.at) + step
+            entry.at = now
+            entry.counts = [count + 1.0 for count in counts]
+            entry.counted_at = self._arrivals
+        if started is not None:
+            self._new_epoch(started)
+        self._count_settled(entry)
+
+    def _settled(self, entry: _Rate | None) -> int:
+        """`entry`'s arrivals since the last detected change."""
+        return entry.settled if entry is not None and entry.epoch == self._epoch else 0
+
+    def _count_settled(self, entry: _Rate) -> None:
+        if entry.epoch != self._epoch:
+            entry.epoch, entry.settled = self._epoch, 0
+        entry.settled += 1
+        self._epoch_arrivals += 1
+
+    def _new_epoch(self, started: list[str]) -> None:
+        """The mix changed: count afresh from the arrivals since the change point."""
+        self._epoch += 1
+        self._epoch_arrivals = 0
+        for label in started:
+            entry = self._rates.get(label)
+            if entry is not None:
+                self._count_settled(entry)
 
     def _counts(self, entry: _Rate) -> list[float]:
         """`entry`'s counts per memory, decayed to the latest arrival."""
@@ -136,10 +175,11 @@ class DemandModel:
             for count, memory in zip(entry.counts, self.frequency_memories, strict=True)
         ]
 
-    def _score(self, counts: list[float]) -> None:
-        """Score each memory on the arrival of a known label whose counts were `counts`: the
-        log of the share it gave the label among the arrivals it remembers, every known label
-        given a pseudo-count of `SCORE_PRIOR`; then re-weigh the memories (`_reweigh`)."""
+    def _score(self, counts: list[float], settled: int) -> None:
+        """Score each expert on the arrival of a known label whose counts were `counts` and
+        `settled` since the last change: the log of the share it gave the label among the
+        arrivals it remembers, every known label given a pseudo-count of `SCORE_PRIOR`; then
+        re-weigh the experts (`_reweigh`)."""
         seen = self._arrivals - 1  # arrivals before this one
         smoothing = SCORE_PRIOR * len(self._rates)
         keep = math.exp(-1.0 / SCORE_MEMORY)
@@ -147,18 +187,17 @@ class DemandModel:
             remembered = -memory * math.expm1(-seen / memory)
             share = (counts[i] + SCORE_PRIOR) / (remembered + smoothing)
             self._scores[i] = self._scores[i] * keep + math.log(share)
+        share = (settled + SCORE_PRIOR) / (self._epoch_arrivals + smoothing)
+        self._scores[-1] = self._scores[-1] * keep + math.log(share)
         self._reweigh()
 
     def _reweigh(self) -> None:
-        """The memories' weights: the softmax of their scores, the shortest memory's lowered by
-        its prior (`SHORTEST_MEMORY_PRIOR_NATS`)."""
-        shortest = min(self.frequency_memories)
-        posterior = [
-            score - SHORTEST_MEMORY_PRIOR_NATS if memory == shortest else score
-            for score, memory in zip(self._scores, self.frequency_memories, strict=True)
-        ]
-        best = max(posterior)
-        odds = [math.exp(score - best) for score in posterior]
+        """The experts' weights: the softmax of their scores."""
+        scores = self._scores if self.settled_expert else self._scores[:-1]
+        best = max(scores)
+        odds = [math.exp(score - best) for score in scores]
+        if not self.settled_expert:
+            odds.append(0.0)
         total = sum(odds)
         self._weights = [value / total for value in odds]
 
@@ -170,7 +209,12 @@ class DemandModel:
     @property
     def memory_weights(self) -> dict[int, float]:
         """The weight `frequency` gives each memory now (they add up to 1)."""
-        return dict(zip(self.frequency_memories, self._weights, strict=True))
+        return dict(zip(self.frequency_memories, self._weights, strict=False))
+
+    @property
+    def settled_weight(self) -> float:
+        """The weight `frequency` gives the counts since the last detected change."""
+        return self._weights[-1]
 
     def rate(self, label: str, now: float) -> float:
         """Requests/s of `label` as of `now` (0 for a label never asked for).
@@ -216,9 +260,11 @@ class DemandModel:
         share = sum(
             weight * count / memory
             for weight, count, memory in zip(
-                self._weights, self._counts(entry), self.frequency_memories, strict=True
+                self._weights, self._counts(entry), self.frequency_memories, strict=False
             )
         )
+        if self._epoch_arrivals:
+            share += self._weights[-1] * self._settled(entry) / self._epoch_arrivals
         value = share * self.arrival_rate(now)
         silence = now - entry.at
         return min(value, GAP_FACTOR / silence) if silence > 0 else value

@@ -119,6 +119,12 @@ class Metrics:
             f"holds cold tasks while it is at least {MIN_PAID_SHARE:g} (dispatcher/cold_wait.py).",
             registry=r,
         )
+        self.demand_shifts = Gauge(
+            "smartrouting_demand_shifts_detected",
+            "Jumps of the label mix the demand model's change detector declared since start "
+            "(dispatcher/shift_detector.py); each restarts the counts eviction ranks labels by.",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "smartrouting_tasks_in_flight", "Tasks running on workers.", registry=r
         )

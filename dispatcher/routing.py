@@ -23,9 +23,10 @@ it picks the one where the load costs least:
 
 - evicting a label costs the requests its copy would serve over the next `tau` seconds,
   frequency / copies x tau, where the frequency is the label's share of the recent arrivals
-  times the arrival rate (`DemandModel.frequency`: counted in arrivals over three memories,
-  500, 2,000 and 24,000, weighed by how well each has been predicting, so a steady Zipf tail is
-  ranked by the long one and a moved hot set by the short ones), and nothing when the label has
+  times the arrival rate (`DemandModel.frequency`: counted in arrivals over memories of 2,000
+  and 24,000 and since the last change of the mix that `dispatcher.shift_detector` declared,
+  weighed by how well each has been predicting, so a steady Zipf tail is ranked by the long
+  counts and a hot set that jumped by the counts since the jump), and nothing when the label has
   more copies than its 10 s rate needs (a surplus copy goes first); the last copy of a label
   with queued work is never evicted, nor a label a running task uses;
 - loading blocks the worker's other labels for the load time: each costs the requests its copy

@@ -147,7 +147,11 @@ class Dispatcher:
             if o
         )
         self.stats.watch(
-            self.core.registry, self.core.queue, self.core.running, self.core.cold_payoff
+            self.core.registry,
+            self.core.queue,
+            self.core.running,
+            self.core.cold_payoff,
+            self.core.demand,
         )
         # What happened, for operators: log lines and the status page's recent tasks.
         self.recent_tasks = RecentTasks()

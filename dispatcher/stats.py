@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dispatcher.cold_wait import ColdWaitPayoff
+from dispatcher.demand import DemandModel
 from dispatcher.interfaces import NullObserver
 from dispatcher.metrics import Metrics
 from dispatcher.registry import Registry, WorkerRecord, WorkerState
@@ -74,10 +75,13 @@ class Stats(NullObserver):
         queue: TaskQueue,
         running: dict[str, TaskRecord],
         cold_payoff: ColdWaitPayoff | None = None,
+        demand: DemandModel | None = None,
     ) -> None:
         """Gauges read the core's state when scraped instead of being set on every change."""
         if cold_payoff is not None:
             self.metrics.cold_wait_paid_share.set_function(lambda: cold_payoff.paid_share)
+        if demand is not None:
+            self.metrics.demand_shifts.set_function(lambda: demand.shifts.shifts)
         self.metrics.queue_depth.set_function(lambda: len(queue))
         self.metrics.in_flight.set_function(lambda: len(running))
         self.metrics.workers_connected.set_function(lambda: len(registry))

@@ -6,13 +6,13 @@ import math
 import random
 
 import pytest
+from prometheus_client import generate_latest
 
-from dispatcher.demand import (
-    FREQUENCY_MEMORIES,
-    GAP_FACTOR,
-    SHORTEST_MEMORY_PRIOR_NATS,
-    DemandModel,
-)
+from dispatcher.demand import FREQUENCY_MEMORIES, GAP_FACTOR, DemandModel
+from dispatcher.registry import Registry
+from dispatcher.stats import Stats
+from dispatcher.tasks import TaskQueue
+from tests.dispatcher.test_logs import samples, value
 
 
 def test_a_steady_poisson_stream_reads_its_rate() -> None:
@@ -71,7 +71,7 @@ def test_prune_forgets_labels_nobody_asks_for_unless_kept() -> None:
 def test_prune_keeps_a_label_the_long_memory_still_counts() -> None:
     """A tail label asked for once a minute has no 10 s rate left between its requests, but
     the long memory still counts it, so it is not forgotten."""
-    model = DemandModel(time_constant_s=1.0, frequency_memories=(100, 10_000))
+    model = DemandModel(time_constant_s=1.0, frequency_memories=(100, 10_000), settled_expert=False)
     model.record("tail", 0.0)
     for i in range(200):
         model.record("hot", 60.0 + i * 0.001)
@@ -84,7 +84,7 @@ def test_the_frequency_of_a_steady_stream_reads_its_rate() -> None:
     """Two labels at 30/s and 10/s for 60 s, a memory of 1,000 arrivals: the frequency of each
     (its share of the recent arrivals x the arrival rate) ends within 15% of its rate."""
     rng = random.Random(2)
-    model = DemandModel(time_constant_s=10.0, frequency_memories=(1_000,))
+    model = DemandModel(time_constant_s=10.0, frequency_memories=(1_000,), settled_expert=False)
     now = 0.0
     while now < 60.0:
         now += rng.expovariate(40.0)
@@ -106,7 +106,7 @@ def test_the_arrival_rate_is_not_biased_low_while_the_model_warms_up() -> None:
 
 def test_the_frequency_forgets_per_arrival_not_per_second() -> None:
     """A label's count loses e^-1 per memory's length of arrivals of any label."""
-    model = DemandModel(time_constant_s=10.0, frequency_memories=(100,))
+    model = DemandModel(time_constant_s=10.0, frequency_memories=(100,), settled_expert=False)
     for _ in range(10):
         model.record("old", 0.0)
     for i in range(99):
@@ -153,7 +153,7 @@ def _zipf_stream(model: DemandModel, ranks: list[str], arrivals: int, rng: rando
 def test_a_steady_zipf_stream_gives_the_long_memory_the_weight() -> None:
     """On stationary traffic the long memory predicts the arrivals better (its counts are less
     noisy), so it decides eviction."""
-    model = DemandModel(frequency_memories=(500, 10_000))
+    model = DemandModel(frequency_memories=(500, 10_000), settled_expert=False)
     _zipf_stream(model, [f"l{i}" for i in range(300)], 20_000, random.Random(3))
     assert model.memory_weights[10_000] > 0.9
 
@@ -162,7 +162,7 @@ def test_a_moved_hot_set_gives_the_short_memory_the_weight() -> None:
     """The same traffic, then the ranks dealt to a new permutation: within 2,000 arrivals the
     short memory predicts better, and a label of the new hot set outranks one of the old."""
     rng = random.Random(4)
-    model = DemandModel(frequency_memories=(500, 10_000))
+    model = DemandModel(frequency_memories=(500, 10_000), settled_expert=False)
     ranks = [f"l{i}" for i in range(300)]
     _zipf_stream(model, ranks, 20_000, rng)
     moved = ranks[:]
@@ -177,47 +177,67 @@ def test_a_moved_hot_set_gives_the_short_memory_the_weight() -> None:
 
 
 @pytest.mark.parametrize("seed", [5, 6])
-def test_the_default_memories_hand_over_from_short_to_middle_within_one_phase(seed: int) -> None:
+def test_the_default_experts_follow_a_moved_hot_set_within_one_phase(seed: int) -> None:
     """The default experts on the measured shape (1,000 Zipf labels, a hot set moving every
-    4,000 arrivals): steady traffic is ranked by the long memory, the first 1,000 arrivals
-    after a move by the shortest, and the end of the phase by the middle one, whose counts
-    are less noisy once the new hot set has been asked for a few thousand times."""
+    4,000 arrivals): steady traffic declares no change and is ranked by the long counts; a move
+    is detected within 100 arrivals, the counts since it take the weight, and a label of the
+    new hot set outranks the old top label."""
     rng = random.Random(seed)
     model = DemandModel()
-    assert model.frequency_memories == FREQUENCY_MEMORIES == (500, 2_000, 24_000)
+    assert model.frequency_memories == FREQUENCY_MEMORIES == (2_000, 24_000)
     ranks = [f"l{i}" for i in range(1_000)]
     _zipf_stream(model, ranks, 24_000, rng)
-    assert model.memory_weights[24_000] > 0.9
-    rng.shuffle(ranks)
-    _zipf_stream(model, ranks, 1_000, rng)
-    assert model.memory_weights[500] > 0.9
-    _zipf_stream(model, ranks, 3_000, rng)
-    assert model.memory_weights[2_000] > model.memory_weights[500]
+    assert model.shifts.shifts == 0
+    assert model.memory_weights[2_000] < model.memory_weights[24_000] + model.settled_weight
+    moved = ranks[:]
+    rng.shuffle(moved)
+    _zipf_stream(model, moved, 100, rng)
+    assert model.shifts.shifts == 1
+    _zipf_stream(model, moved, 400, rng)
+    assert model.settled_weight > 0.9
+    now = model.arrival_count / 1000.0
+    model.record(ranks[0], now)  # read both just after an arrival: the silence bound is off
+    model.record(moved[0], now)
+    assert model.frequency(moved[0], now) > model.frequency(ranks[0], now)
 
 
-def _heaviest_shortest_weight_on_uniform_traffic() -> float:
-    """The largest weight the shortest default memory gets over 2,400 uniform arrivals of 5
-    labels (the reference scenarios' traffic)."""
+def test_uniform_traffic_declares_no_change() -> None:
+    """2,400 uniform arrivals of 5 labels (the reference scenarios' traffic): the counts
+    wander, but never far enough to declare that the mix changed."""
     rng = random.Random(1)
     model = DemandModel()
     labels = [f"l{i}" for i in range(5)]
-    heaviest = 0.0
     for i in range(2_400):
         model.record(rng.choice(labels), i * 1.2)
-        heaviest = max(heaviest, model.memory_weights[500])
-    return heaviest
+    assert model.shifts.shifts == 0
 
 
-def test_the_shortest_memory_needs_clear_evidence(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Where every memory predicts alike the scores wander by a few nats: without its prior the
-    shortest (noisiest) memory takes a share of the eviction value, with it none to speak of."""
-    assert SHORTEST_MEMORY_PRIOR_NATS > 0
-    assert _heaviest_shortest_weight_on_uniform_traffic() < 0.05
-    monkeypatch.setattr("dispatcher.demand.SHORTEST_MEMORY_PRIOR_NATS", 0.0)
-    assert _heaviest_shortest_weight_on_uniform_traffic() > 0.2
+def test_without_the_settled_expert_the_memories_take_all_the_weight() -> None:
+    """`settled_expert=False`: the counts since the last change get no weight."""
+    model = DemandModel(frequency_memories=(100, 1_000), settled_expert=False)
+    for i in range(500):
+        model.record(f"l{i % 7}", i / 100.0)
+    assert model.settled_weight == 0.0
+    assert sum(model.memory_weights.values()) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("memories", [(), (0,), (100, -1)])
 def test_frequency_memories_must_be_positive(memories: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="frequency memories"):
         DemandModel(frequency_memories=memories)
+
+
+def test_the_metrics_read_the_detected_jumps() -> None:
+    """`smartrouting_demand_shifts_detected` reads the detector's count when scraped."""
+    model = DemandModel()
+    stats = Stats()
+    stats.watch(Registry(), TaskQueue(), {}, demand=model)
+    rng = random.Random(7)
+    ranks = [f"l{i}" for i in range(1_000)]
+    _zipf_stream(model, ranks, 4_000, rng)
+    scrape = samples(generate_latest(stats.metrics.registry).decode())
+    assert value(scrape, "smartrouting_demand_shifts_detected") == 0.0
+    rng.shuffle(ranks)
+    _zipf_stream(model, ranks, 500, rng)
+    scrape = samples(generate_latest(stats.metrics.registry).decode())
+    assert value(scrape, "smartrouting_demand_shifts_detected") == 1.0

@@ -349,6 +349,7 @@ async def test_metrics_text_names(dispatcher, client, workers) -> None:
         "smartrouting_dispatch_latency_seconds_bucket",
         "smartrouting_workers_connected 1.0",
         "smartrouting_model_loads_total",
+        "smartrouting_demand_shifts_detected 0.0",
     ):
         assert name in text, name
 

@@ -60,12 +60,21 @@ def test_over_capacity_routed_beats_random(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_at_capacity_routed_converges_to_no_misses(seed: int) -> None:
-    """4 labels on 4 slots: routed loads each label once (target <= 12 misses)."""
+    """4 labels on 4 slots: routed loads each label once (target <= 6 misses)."""
     routed = simulate("routed", labels=4, wait_avg=0.75, wait_sd=1.0, seed=seed)
     random_ = simulate("random", labels=4, wait_avg=0.75, wait_sd=1.0, seed=seed)
     assert routed.completed == 2400
-    assert routed.misses <= 12, routed
+    assert routed.misses <= 6, routed
     assert random_.misses > 900, random_
+
+
+def test_over_capacity_the_mean_of_seeds_1_to_3_meets_its_target() -> None:
+    """5 labels on 4 slots, seeds 1-3: the mean of routed misses is at most 490."""
+    misses = [
+        simulate("routed", labels=5, wait_avg=2.5, wait_sd=1.0, seed=seed).misses
+        for seed in (1, 2, 3)
+    ]
+    assert sum(misses) / 3 <= 490, misses
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -85,7 +94,7 @@ def test_the_reference_targets_hold_with_the_cold_wait_off_or_always_on(
     at = simulate("routed", labels=4, wait_avg=0.75, wait_sd=1.0, seed=seed, **settings)
     assert over.completed == at.completed == 2400
     assert over.misses <= 505, over
-    assert at.misses <= 12, at
+    assert at.misses <= 6, at
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
