@@ -66,8 +66,10 @@ class ShiftDetector:
     _recent: deque[str] = field(default_factory=deque, init=False, repr=False)
     _recent_counts: Counter[str] = field(default_factory=Counter, init=False, repr=False)
     _evidence: float = field(default=0.0, init=False, repr=False)
-    #: Labels that arrived since the evidence was last 0, oldest first.
-    _suspects: deque[str] = field(default_factory=deque, init=False, repr=False)
+    #: Labels that arrived since the evidence was last 0, oldest first (at most MAX_SUSPECTS).
+    _suspects: deque[str] = field(
+        default_factory=lambda: deque(maxlen=MAX_SUSPECTS), init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.threshold_nats <= 0 or self.window < 1 or self.prior <= 0:
@@ -112,8 +114,6 @@ class ShiftDetector:
             return None
         if self._evidence <= self.threshold_nats:
             self._suspects.append(label)
-            if len(self._suspects) > MAX_SUSPECTS:
-                self._suspects.popleft()
             return None
         self.shifts += 1
         started = list(self._suspects)
