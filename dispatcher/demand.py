@@ -208,7 +208,8 @@ class DemandModel:
 
     @property
     def memory_weights(self) -> dict[int, float]:
-        """The weight `frequency` gives each memory now (they add up to 1)."""
+        """The weight `frequency` gives each memory now (with `settled_weight`, they add up
+        to 1)."""
         return dict(zip(self.frequency_memories, self._weights, strict=False))
 
     @property
